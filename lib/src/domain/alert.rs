@@ -1,0 +1,323 @@
+//! The alert lifecycle: open → acknowledged → resolved (open → resolved directly too).
+//!
+//! A repeated trigger for an open or acknowledged alert raises its occurrence count instead of
+//! opening a second alert; a resolved alert is closed for good, and the next trigger opens a new one.
+
+use super::timeline::{Actor, TimelineEntry};
+use super::urgency::Urgency;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// The actions that are legal from this status.
+    pub fn allowed(self) -> &'static [AlertAction] {
+        match self {
+            AlertStatus::Open => &[AlertAction::Repeat, AlertAction::Acknowledge, AlertAction::Resolve],
+            AlertStatus::Acknowledged => &[AlertAction::Repeat, AlertAction::Resolve],
+            AlertStatus::Resolved => &[],
+        }
+    }
+}
+
+impl fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    Repeat,
+    Acknowledge,
+    Resolve,
+}
+
+impl AlertAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertAction::Repeat => "repeat",
+            AlertAction::Acknowledge => "acknowledge",
+            AlertAction::Resolve => "resolve",
+        }
+    }
+}
+
+impl fmt::Display for AlertAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transition that the alert's current status does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    #[error("cannot {action} alert {alert_id}: it is {status}{by}; {allowed}", by = by_suffix(.by), allowed = allowed_text(.status))]
+    InvalidTransition { alert_id: String, action: AlertAction, status: AlertStatus, by: Option<Actor> },
+}
+
+fn by_suffix(by: &Option<Actor>) -> String {
+    by.as_ref().map(|a| format!(" (by {a})")).unwrap_or_default()
+}
+
+fn allowed_text(status: &AlertStatus) -> String {
+    let allowed = status.allowed();
+    if allowed.is_empty() {
+        "a resolved alert is closed; a new trigger opens a new alert".to_string()
+    } else {
+        let names: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+        format!("allowed now: {}", names.join(", "))
+    }
+}
+
+/// What a source says when it triggers a new alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert {
+    pub id: String,
+    pub source: String,
+    pub dedup_key: String,
+    pub summary: String,
+    pub details: String,
+    pub urgency: Urgency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub source: String,
+    pub dedup_key: String,
+    pub summary: String,
+    pub details: String,
+    pub urgency: Urgency,
+    pub status: AlertStatus,
+    /// How many times the source reported it: 1 on creation, +1 per grouped repeat.
+    pub occurrences: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<Actor>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Alert {
+    pub fn trigger(new: NewAlert, actor: Actor, at: Timestamp) -> Alert {
+        Alert {
+            id: new.id,
+            source: new.source,
+            dedup_key: new.dedup_key,
+            summary: new.summary,
+            details: new.details,
+            urgency: new.urgency,
+            status: AlertStatus::Open,
+            occurrences: 1,
+            created_at: at,
+            updated_at: at,
+            acknowledged_by: None,
+            resolved_by: None,
+            timeline: vec![TimelineEntry::new(at, actor, "triggered")],
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.status == AlertStatus::Resolved
+    }
+
+    /// The source reported the same problem again: count it, keep one alert.
+    pub fn repeat(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        self.check(AlertAction::Repeat)?;
+        self.occurrences = self.occurrences.saturating_add(1);
+        self.record(actor, at, "repeated");
+        Ok(())
+    }
+
+    pub fn acknowledge(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        self.check(AlertAction::Acknowledge)?;
+        self.status = AlertStatus::Acknowledged;
+        self.acknowledged_by = Some(actor.clone());
+        self.record(actor, at, "acknowledged");
+        Ok(())
+    }
+
+    pub fn resolve(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        self.check(AlertAction::Resolve)?;
+        self.status = AlertStatus::Resolved;
+        self.resolved_by = Some(actor.clone());
+        self.record(actor, at, "resolved");
+        Ok(())
+    }
+
+    pub fn apply(&mut self, action: AlertAction, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        match action {
+            AlertAction::Repeat => self.repeat(actor, at),
+            AlertAction::Acknowledge => self.acknowledge(actor, at),
+            AlertAction::Resolve => self.resolve(actor, at),
+        }
+    }
+
+    fn check(&self, action: AlertAction) -> Result<(), AlertError> {
+        if self.status.allowed().contains(&action) {
+            return Ok(());
+        }
+        let by = match self.status {
+            AlertStatus::Open => None,
+            AlertStatus::Acknowledged => self.acknowledged_by.clone(),
+            AlertStatus::Resolved => self.resolved_by.clone(),
+        };
+        Err(AlertError::InvalidTransition { alert_id: self.id.clone(), action, status: self.status, by })
+    }
+
+    fn record(&mut self, actor: Actor, at: Timestamp, what: &str) {
+        // Clocks on different Lambdas may disagree slightly; never let time run backwards.
+        let at = at.max(self.updated_at);
+        self.updated_at = at;
+        self.timeline.push(TimelineEntry::new(at, actor, what));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).expect("valid test timestamp")
+    }
+
+    fn new_alert() -> Alert {
+        Alert::trigger(
+            NewAlert {
+                id: "ALR-1".into(),
+                source: "freezer".into(),
+                dedup_key: "dev1:temp".into(),
+                summary: "Freezer warm".into(),
+                details: String::new(),
+                urgency: Urgency::High,
+            },
+            Actor::source("freezer"),
+            t(0),
+        )
+    }
+
+    #[test]
+    fn a_new_alert_is_open_with_one_occurrence_and_a_triggered_entry() {
+        let a = new_alert();
+        assert_eq!(a.status, AlertStatus::Open);
+        assert_eq!(a.occurrences, 1);
+        assert_eq!(a.timeline.len(), 1);
+        assert_eq!(a.timeline[0].what, "triggered");
+    }
+
+    #[test]
+    fn acknowledge_then_resolve_records_who_and_when() {
+        let mut a = new_alert();
+        a.acknowledge(Actor::user("u1", "alice"), t(10)).unwrap();
+        a.resolve(Actor::user("u2", "bob"), t(20)).unwrap();
+        assert_eq!(a.status, AlertStatus::Resolved);
+        assert_eq!(a.acknowledged_by, Some(Actor::user("u1", "alice")));
+        assert_eq!(a.resolved_by, Some(Actor::user("u2", "bob")));
+        let whats: Vec<_> = a.timeline.iter().map(|e| e.what.as_str()).collect();
+        assert_eq!(whats, ["triggered", "acknowledged", "resolved"]);
+        assert_eq!(a.updated_at, t(20));
+    }
+
+    #[test]
+    fn second_acknowledge_says_who_was_first_and_what_is_allowed() {
+        let mut a = new_alert();
+        a.acknowledge(Actor::user("u1", "alice"), t(1)).unwrap();
+        let before = a.clone();
+        let err = a.acknowledge(Actor::user("u2", "bob"), t(2)).unwrap_err();
+        assert_eq!(a, before, "a refused transition changes nothing");
+        let msg = err.to_string();
+        assert!(msg.contains("@alice"), "{msg}");
+        assert!(msg.contains("allowed now: repeat, resolve"), "{msg}");
+    }
+
+    #[test]
+    fn resolved_alert_refuses_everything_and_says_a_new_trigger_opens_a_new_alert() {
+        let mut a = new_alert();
+        a.resolve(Actor::System, t(1)).unwrap();
+        for action in [AlertAction::Repeat, AlertAction::Acknowledge, AlertAction::Resolve] {
+            let err = a.apply(action, Actor::System, t(2)).unwrap_err();
+            assert!(err.to_string().contains("new trigger opens a new alert"), "{err}");
+        }
+    }
+
+    #[test]
+    fn timestamps_never_run_backwards() {
+        let mut a = new_alert();
+        a.repeat(Actor::source("freezer"), t(-50)).unwrap();
+        assert_eq!(a.updated_at, t(0));
+        assert!(a.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    fn action() -> impl Strategy<Value = AlertAction> {
+        prop_oneof![Just(AlertAction::Repeat), Just(AlertAction::Acknowledge), Just(AlertAction::Resolve)]
+    }
+
+    fn rank(s: AlertStatus) -> u8 {
+        match s {
+            AlertStatus::Open => 0,
+            AlertStatus::Acknowledged => 1,
+            AlertStatus::Resolved => 2,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_action_sequence_keeps_the_lifecycle_invariants(actions in proptest::collection::vec((action(), -5i64..100), 0..40)) {
+            let mut a = new_alert();
+            let mut accepted = 0usize;
+            let mut repeats = 0u32;
+            for (act, dt) in actions {
+                let before = a.clone();
+                match a.apply(act, Actor::System, t(dt)) {
+                    Ok(()) => {
+                        accepted += 1;
+                        if act == AlertAction::Repeat { repeats += 1; }
+                        prop_assert!(rank(a.status) >= rank(before.status), "status went backwards");
+                        prop_assert!(before.status.allowed().contains(&act));
+                    }
+                    Err(AlertError::InvalidTransition { status, action, .. }) => {
+                        prop_assert_eq!(&a, &before, "refused transition changed the alert");
+                        prop_assert_eq!(status, before.status);
+                        prop_assert_eq!(action, act);
+                        prop_assert!(!before.status.allowed().contains(&act));
+                    }
+                }
+            }
+            prop_assert_eq!(a.timeline.len(), accepted + 1);
+            prop_assert_eq!(a.occurrences, 1 + repeats);
+            prop_assert_eq!(a.acknowledged_by.is_some(), a.timeline.iter().any(|e| e.what == "acknowledged"));
+            prop_assert_eq!(a.resolved_by.is_some(), a.status == AlertStatus::Resolved);
+            prop_assert!(a.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+        }
+
+        #[test]
+        fn alerts_survive_a_json_round_trip(actions in proptest::collection::vec(action(), 0..6)) {
+            let mut a = new_alert();
+            for act in actions { let _ = a.apply(act, Actor::user("u", "n"), t(1)); }
+            let json = serde_json::to_string(&a).unwrap();
+            let back: Alert = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(back, a);
+        }
+    }
+}

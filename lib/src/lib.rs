@@ -1,0 +1,9 @@
+//! Klaxon: alerting and incident response for teams that work in Mattermost.
+//!
+//! Every piece of logic lives in this crate; the Lambda functions in `functions/` and the
+//! `klaxon` command only wire it together. See `ARCHITECTURE` in the README for the map.
+
+pub mod domain;
+pub mod embedded;
+pub mod queue;
+pub mod store;

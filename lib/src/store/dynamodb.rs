@@ -1,0 +1,329 @@
+//! The store on AWS: one DynamoDB table with string keys `pk` and `sk`, a number `v` (version),
+//! a string `data`, and the TTL attribute `expires_at` (Unix seconds).
+//!
+//! Expired items are hidden here, not left to DynamoDB: TTL deletion may run up to 48 hours
+//! late, so every read filters and every condition treats an expired item as absent.
+
+use super::{Condition, Found, Item, Store, StoreError, Write, now_unix, validate_transaction};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+};
+use std::collections::HashMap;
+
+type Attrs = HashMap<String, AttributeValue>;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const VERSION: &str = "v";
+const DATA: &str = "data";
+const EXPIRES_AT: &str = "expires_at";
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn backend(e: impl std::error::Error) -> StoreError {
+    StoreError::Backend { backend: "DynamoDB", message: DisplayErrorContext(e).to_string() }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table with Klaxon's key schema and TTL attribute (for tests and first runs;
+    /// on AWS the SAM template owns the table).
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(backend)
+        };
+        let key =
+            |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(backend);
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr(PK)?)
+            .attribute_definitions(attr(SK)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .send()
+            .await
+            .map_err(backend)?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(EXPIRES_AT).enabled(true).build().map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn key(pk: &str, sk: &str) -> Attrs {
+        HashMap::from([
+            (PK.to_string(), AttributeValue::S(pk.to_string())),
+            (SK.to_string(), AttributeValue::S(sk.to_string())),
+        ])
+    }
+}
+
+fn to_attrs(item: &Item) -> Attrs {
+    let mut m = DynamoStore::key(&item.pk, &item.sk);
+    m.insert(VERSION.into(), AttributeValue::N(item.version.to_string()));
+    m.insert(DATA.into(), AttributeValue::S(item.data.clone()));
+    if let Some(e) = item.expires_at {
+        m.insert(EXPIRES_AT.into(), AttributeValue::N(e.to_string()));
+    }
+    m
+}
+
+fn from_attrs(m: &Attrs) -> Result<Item, StoreError> {
+    let s = |name: &str| m.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let n = |name: &str| m.get(name).and_then(|v| v.as_n().ok()).map(|n| n.parse::<i64>());
+    let pk = s(PK).unwrap_or_default();
+    let sk = s(SK).unwrap_or_default();
+    let corrupt = |reason: &str| StoreError::Corrupt { pk: pk.clone(), sk: sk.clone(), reason: reason.to_string() };
+    let version = match n(VERSION) {
+        Some(Ok(v)) if v >= 0 => v as u64,
+        _ => {
+            return Err(corrupt("attribute v is missing or not a non-negative number"));
+        }
+    };
+    let data = s(DATA).ok_or_else(|| corrupt("attribute data is missing or not a string"))?;
+    let expires_at = match n(EXPIRES_AT) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(_)) => return Err(corrupt("attribute expires_at is not a whole number")),
+    };
+    Ok(Item { pk, sk, version, data, expires_at })
+}
+
+/// A condition expression with its names and values, ready to attach to any request.
+struct Expr {
+    text: String,
+    names: HashMap<String, String>,
+    values: Attrs,
+}
+
+fn condition_expr(condition: Condition, now: i64) -> Option<Expr> {
+    let now_v = AttributeValue::N(now.to_string());
+    match condition {
+        Condition::None => None,
+        Condition::Absent => Some(Expr {
+            text: "attribute_not_exists(#pk) OR #exp <= :now".into(),
+            names: HashMap::from([("#pk".into(), PK.into()), ("#exp".into(), EXPIRES_AT.into())]),
+            values: HashMap::from([(":now".into(), now_v)]),
+        }),
+        Condition::Version(v) => Some(Expr {
+            text: "#v = :v AND (attribute_not_exists(#exp) OR #exp > :now)".into(),
+            names: HashMap::from([("#v".into(), VERSION.into()), ("#exp".into(), EXPIRES_AT.into())]),
+            values: HashMap::from([(":v".into(), AttributeValue::N(v.to_string())), (":now".into(), now_v)]),
+        }),
+    }
+}
+
+/// A ConditionCheck needs some expression; this one always holds.
+fn always_true() -> Expr {
+    Expr {
+        text: "attribute_exists(#pk) OR attribute_not_exists(#pk)".into(),
+        names: HashMap::from([("#pk".into(), PK.into())]),
+        values: HashMap::new(),
+    }
+}
+
+/// What a failed condition found, from the ALL_OLD item DynamoDB returns with the failure.
+fn found_in(old: Option<&Attrs>, now: i64) -> Found {
+    match old.map(from_attrs) {
+        Some(Ok(item)) if !item.is_expired(now) => Found::Version(item.version),
+        _ => Found::Nothing,
+    }
+}
+
+macro_rules! with_expr {
+    ($builder:expr, $expr:expr) => {{
+        let mut b = $builder;
+        if let Some(e) = $expr {
+            b = b.condition_expression(e.text).set_expression_attribute_names(Some(e.names));
+            if !e.values.is_empty() {
+                b = b.set_expression_attribute_values(Some(e.values));
+            }
+        }
+        b
+    }};
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        match out.item() {
+            None => Ok(None),
+            Some(attrs) => {
+                let item = from_attrs(attrs)?;
+                Ok((!item.is_expired(now_unix())).then_some(item))
+            }
+        }
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        let now = now_unix();
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&item)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match with_expr!(req, condition_expr(condition, now)).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let old = match e.err() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                    _ => None,
+                };
+                Err(StoreError::ConditionFailed {
+                    pk: item.pk,
+                    sk: item.sk,
+                    expected: condition,
+                    found: found_in(old, now),
+                })
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
+        let now = now_unix();
+        let req = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match with_expr!(req, condition_expr(condition, now)).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let old = match e.err() {
+                    DeleteItemError::ConditionalCheckFailedException(c) => c.item(),
+                    _ => None,
+                };
+                Err(StoreError::ConditionFailed {
+                    pk: pk.to_string(),
+                    sk: sk.to_string(),
+                    expected: condition,
+                    found: found_in(old, now),
+                })
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+        let now = now_unix();
+        let mut items = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .set_exclusive_start_key(start.take());
+            req = if prefix.is_empty() {
+                req.key_condition_expression("#pk = :pk")
+            } else {
+                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
+            };
+            // Expired items are filtered here rather than with a FilterExpression, because
+            // DynamoDB applies Limit before filters and a page could come back short.
+            let out = req.send().await.map_err(backend)?;
+            for attrs in out.items() {
+                let item = from_attrs(attrs)?;
+                if !item.is_expired(now) {
+                    items.push(item);
+                    if limit.is_some_and(|l| items.len() >= l) {
+                        return Ok(items);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        validate_transaction(&writes)?;
+        let now = now_unix();
+        let mut items = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let twi = match w {
+                Write::Put { item, condition } => {
+                    let b = Put::builder().table_name(&self.table).set_item(Some(to_attrs(item)));
+                    TransactWriteItem::builder()
+                        .put(with_expr!(b, condition_expr(*condition, now)).build().map_err(backend)?)
+                }
+                Write::Delete { pk, sk, condition } => {
+                    let b = Delete::builder().table_name(&self.table).set_key(Some(Self::key(pk, sk)));
+                    TransactWriteItem::builder()
+                        .delete(with_expr!(b, condition_expr(*condition, now)).build().map_err(backend)?)
+                }
+                Write::Check { pk, sk, condition } => {
+                    let b = ConditionCheck::builder().table_name(&self.table).set_key(Some(Self::key(pk, sk)));
+                    let expr = condition_expr(*condition, now).unwrap_or_else(always_true);
+                    TransactWriteItem::builder().condition_check(with_expr!(b, Some(expr)).build().map_err(backend)?)
+                }
+            };
+            items.push(twi.build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+                if let E::TransactionCanceledException(c) = e.err() {
+                    let failed =
+                        c.cancellation_reasons().iter().position(|r| r.code() == Some("ConditionalCheckFailed"));
+                    if let Some((index, write)) = failed.and_then(|i| writes.get(i).map(|w| (i, w))) {
+                        let (pk, sk) = write.key();
+                        return Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() });
+                    }
+                }
+                Err(backend(SdkError::ServiceError(e)))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+}

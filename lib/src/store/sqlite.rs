@@ -1,0 +1,146 @@
+//! The embedded store: one SQLite file, the same semantics as the DynamoDB adapter.
+
+use super::{Condition, Item, Store, StoreError, Write, condition_holds, found, now_unix, validate_transaction};
+use crate::embedded::{Db, DbError};
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        StoreError::Backend { backend: "SQLite store", message: e.to_string() }
+    }
+}
+
+impl SqliteStore {
+    pub fn new(db: Db) -> Result<Self, StoreError> {
+        db.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { db })
+    }
+}
+
+fn live_item(tx: &Transaction<'_>, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<Item>> {
+    tx.query_row(
+        "SELECT pk, sk, version, data, expires_at FROM items
+         WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+        params![pk, sk, now],
+        row_to_item,
+    )
+    .optional()
+}
+
+fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
+    Ok(Item {
+        pk: row.get(0)?,
+        sk: row.get(1)?,
+        version: row.get::<_, i64>(2)? as u64,
+        data: row.get(3)?,
+        expires_at: row.get(4)?,
+    })
+}
+
+fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![item.pk, item.sk, item.version as i64, item.data, item.expires_at],
+    )?;
+    Ok(())
+}
+
+/// Applies one write inside `tx`; `Ok(false)` means its condition failed.
+fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    let (pk, sk) = write.key();
+    let live = live_item(tx, pk, sk, now)?;
+    let condition = match write {
+        Write::Put { condition, .. } | Write::Delete { condition, .. } | Write::Check { condition, .. } => *condition,
+    };
+    if !condition_holds(condition, live.as_ref()) {
+        return Ok(Err(StoreError::ConditionFailed {
+            pk: pk.to_string(),
+            sk: sk.to_string(),
+            expected: condition,
+            found: found(live.as_ref()),
+        }));
+    }
+    match write {
+        Write::Put { item, .. } => write_item(tx, item)?,
+        Write::Delete { pk, sk, .. } => {
+            tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
+        }
+        Write::Check { .. } => {}
+    }
+    Ok(Ok(()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let (pk, sk, now) = (pk.to_string(), sk.to_string(), now_unix());
+        Ok(self.db.run(move |tx| live_item(tx, &pk, &sk, now)).await?)
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        let now = now_unix();
+        self.db.run(move |tx| apply(tx, &Write::Put { item, condition }, now)).await?
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
+        let write = Write::Delete { pk: pk.to_string(), sk: sk.to_string(), condition };
+        let now = now_unix();
+        self.db.run(move |tx| apply(tx, &write, now)).await?
+    }
+
+    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+        let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
+        let limit = limit.map_or(-1, |l| l as i64);
+        let items = self
+            .db
+            .run(move |tx| {
+                // substr() compares bytes of the UTF-8 text with the BINARY collation, which
+                // orders exactly as DynamoDB orders string sort keys.
+                let mut stmt = tx.prepare_cached(
+                    "SELECT pk, sk, version, data, expires_at FROM items
+                     WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
+                       AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY sk LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![pk, prefix, now, limit], row_to_item)?;
+                rows.collect::<rusqlite::Result<Vec<Item>>>()
+            })
+            .await?;
+        Ok(items)
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        validate_transaction(&writes)?;
+        let now = now_unix();
+        // `Db::run_or_rollback` commits only when the closure returns Ok(Ok(..)).
+        self.db
+            .run_or_rollback(move |tx| {
+                for (index, write) in writes.iter().enumerate() {
+                    if let Err(e) = apply(tx, write, now)? {
+                        let (pk, sk) = write.key();
+                        debug_assert!(e.is_conflict());
+                        return Ok(Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() }));
+                    }
+                }
+                Ok(Ok(()))
+            })
+            .await?
+    }
+}

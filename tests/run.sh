@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs Klaxon's whole test suite on a fresh machine.
+#
+#  1. installs moto server into a local venv (.venv-test/) if it is not there yet;
+#  2. starts it on a free loopback port and waits until it answers;
+#  3. runs `cargo test --workspace` with KLAXON_TEST_AWS_ENDPOINT pointing at it, so the
+#     DynamoDB and SQS adapters are tested over the real wire protocols;
+#  4. stops moto again, whatever happened.
+#
+# Extra arguments go to `cargo test` (e.g. `tests/run.sh -p klaxon`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${KLAXON_TEST_VENV:-.venv-test}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+
+log() { printf '[tests/run.sh] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  log "installing moto[server]==$MOTO_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+# A free port: bind to port 0 and let the kernel choose.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+MOTO_LOG=$(mktemp -t klaxon-moto.XXXXXX.log)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+cleanup() {
+  kill "$MOTO_PID" 2>/dev/null || true
+  wait "$MOTO_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+ENDPOINT="http://127.0.0.1:$PORT"
+for _ in $(seq 1 100); do
+  if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+    log "moto server exited early:"; cat "$MOTO_LOG" >&2; exit 1
+  fi
+  if curl -fsS -o /dev/null "$ENDPOINT/moto-api/" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+curl -fsS -o /dev/null "$ENDPOINT/moto-api/" || { log "moto server did not answer on $ENDPOINT"; cat "$MOTO_LOG" >&2; exit 1; }
+log "moto server $MOTO_VERSION (pid $MOTO_PID) on $ENDPOINT"
+
+export KLAXON_TEST_AWS_ENDPOINT="$ENDPOINT"
+# The AWS SDK must never reach for real credentials or a real region in tests.
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
+cargo test --workspace "$@"

@@ -1,0 +1,110 @@
+//! Shared rig for the workspace tests: adapters for both backends, and the AWS endpoint.
+//!
+//! The AWS adapters run against moto server, which `tests/run.sh` starts and announces through
+//! `KLAXON_TEST_AWS_ENDPOINT`. Without it a local `cargo test` skips the AWS cases with a
+//! printed notice; under `CI=true` a missing endpoint fails the run instead.
+
+pub mod queue_contract;
+pub mod store_contract;
+
+use klaxon::embedded::Db;
+use klaxon::queue::sqlite::{Redrive, SqliteQueue};
+use klaxon::queue::sqs::SqsQueue;
+use klaxon::queue::{Queue, QueueKind};
+use klaxon::store::Store;
+use klaxon::store::dynamodb::DynamoStore;
+use klaxon::store::sqlite::SqliteStore;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+pub const ENDPOINT_VAR: &str = "KLAXON_TEST_AWS_ENDPOINT";
+
+/// The moto endpoint, or `None` (after a notice) when AWS tests should be skipped.
+///
+/// # Panics
+/// Under `CI=true` when the endpoint is missing: CI must never silently skip a suite.
+pub fn aws_endpoint() -> Option<String> {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("{ENDPOINT_VAR} is not set but CI=true: run the suite with tests/run.sh, which starts moto server")
+        }
+        _ => {
+            eprintln!(
+                "notice: {ENDPOINT_VAR} is not set, skipping an AWS adapter test (tests/run.sh starts moto and sets it)"
+            );
+            None
+        }
+    }
+}
+
+pub async fn aws_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "klaxon-tests"))
+        .load()
+        .await
+}
+
+/// A name no other test in this run uses: tests share one moto server and run in parallel.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A store plus whatever keeps it alive (the temporary directory for SQLite).
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _dir: Option<TempDir>,
+}
+
+pub fn temp_db() -> (Db, TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory for the test database");
+    let db = Db::open_in(dir.path()).expect("open test database");
+    (db, dir)
+}
+
+pub async fn sqlite_store() -> Option<TestStore> {
+    let (db, dir) = temp_db();
+    let store = SqliteStore::new(db).expect("sqlite store");
+    Some(TestStore { store: Arc::new(store), _dir: Some(dir) })
+}
+
+pub async fn dynamo_store() -> Option<TestStore> {
+    let endpoint = aws_endpoint()?;
+    let client = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&endpoint).await);
+    let table = unique_name("klaxon-test");
+    DynamoStore::create_table(&client, &table).await.expect("create table on moto");
+    Some(TestStore { store: Arc::new(DynamoStore::new(client, table)), _dir: None })
+}
+
+/// A queue with its dead-letter queue.
+pub struct TestQueue {
+    pub queue: Arc<dyn Queue>,
+    pub dead_letters: Arc<dyn Queue>,
+    _dir: Option<TempDir>,
+}
+
+pub async fn sqlite_queue(kind: QueueKind, max_receives: u32) -> Option<TestQueue> {
+    let (db, dir) = temp_db();
+    let redrive = Redrive { dead_letter_queue: "q-dlq".into(), max_receives };
+    let queue = SqliteQueue::open(db.clone(), "q", kind, Some(redrive)).expect("sqlite queue");
+    let dead_letters = SqliteQueue::open(db, "q-dlq", kind, None).expect("sqlite dead-letter queue");
+    Some(TestQueue { queue: Arc::new(queue), dead_letters: Arc::new(dead_letters), _dir: Some(dir) })
+}
+
+pub async fn sqs_queue(kind: QueueKind, max_receives: u32) -> Option<TestQueue> {
+    let endpoint = aws_endpoint()?;
+    let client = aws_sdk_sqs::Client::new(&aws_sdk_config(&endpoint).await);
+    let mut name = unique_name("klaxon-test");
+    if kind == QueueKind::Fifo {
+        name.push_str(".fifo");
+    }
+    let (url, dlq_url) =
+        SqsQueue::create_with_dead_letter(&client, &name, max_receives).await.expect("create queues on moto");
+    Some(TestQueue {
+        queue: Arc::new(SqsQueue::new(client.clone(), url)),
+        dead_letters: Arc::new(SqsQueue::new(client, dlq_url)),
+        _dir: None,
+    })
+}
