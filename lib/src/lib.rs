@@ -3,6 +3,7 @@
 //! Every piece of logic lives in this crate; the Lambda functions in `functions/` and the
 //! `klaxon` command only wire it together. See `ARCHITECTURE` in the README for the map.
 
+pub mod config;
 pub mod domain;
 pub mod embedded;
 pub mod queue;
