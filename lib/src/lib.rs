@@ -7,4 +7,5 @@ pub mod config;
 pub mod domain;
 pub mod embedded;
 pub mod queue;
+pub mod repo;
 pub mod store;

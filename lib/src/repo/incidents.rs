@@ -1,0 +1,82 @@
+//! Incidents, numbered in sequence, and the index from a channel to its incident.
+
+use super::{RepoError, Versioned, counter, create_write, decode, update_write};
+use crate::domain::{Incident, IncidentId};
+use crate::store::{Condition, Item, Store, Write};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct IncidentRepo {
+    store: Arc<dyn Store>,
+}
+
+fn incident_pk(number: u64) -> String {
+    format!("incident#{number}")
+}
+
+fn channel_pk(channel_id: &str) -> String {
+    format!("incident-channel#{channel_id}")
+}
+
+impl IncidentRepo {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        IncidentRepo { store }
+    }
+
+    pub async fn next_id(&self, prefix: &str) -> Result<IncidentId, RepoError> {
+        Ok(IncidentId::new(prefix, counter::next(self.store.as_ref(), "incident").await?))
+    }
+
+    pub async fn get(&self, number: u64) -> Result<Option<Versioned<Incident>>, RepoError> {
+        match self.store.get(&incident_pk(number), "incident").await? {
+            None => Ok(None),
+            Some(item) => decode(&item, &format!("incident {number}")).map(Some),
+        }
+    }
+
+    /// The incident whose dedicated channel this is (how `/incident resolve` finds its target).
+    pub async fn get_by_channel(&self, channel_id: &str) -> Result<Option<Versioned<Incident>>, RepoError> {
+        let Some(pointer) = self.store.get(&channel_pk(channel_id), "incident").await? else {
+            return Ok(None);
+        };
+        let number = pointer.data.parse::<u64>().map_err(|_| RepoError::Decode {
+            what: format!("channel index {channel_id}"),
+            reason: format!("{:?} is not an incident number", pointer.data),
+        })?;
+        self.get(number).await
+    }
+
+    pub async fn create(&self, incident: &Incident, extra: Vec<Write>) -> Result<(), RepoError> {
+        let mut writes = vec![create_write(incident_pk(incident.id.number), "incident", incident)];
+        writes.extend(self.channel_index(incident, None));
+        writes.extend(extra);
+        self.store.transact(writes).await.map_err(|e| match e {
+            e if e.is_conflict() => RepoError::AlreadyExists { what: format!("incident {}", incident.id) },
+            e => e.into(),
+        })
+    }
+
+    pub async fn update(
+        &self,
+        read: &Versioned<Incident>,
+        updated: &Incident,
+        extra: Vec<Write>,
+    ) -> Result<(), RepoError> {
+        let mut writes = vec![update_write(incident_pk(updated.id.number), "incident", updated, read.version)];
+        writes.extend(self.channel_index(updated, read.value.channel_id.as_deref()));
+        writes.extend(extra);
+        self.store.transact(writes).await.map_err(|e| match e {
+            e if e.is_conflict() => RepoError::Conflict { what: format!("incident {}", updated.id) },
+            e => e.into(),
+        })
+    }
+
+    /// The index entry for a channel the incident gained (a channel is never reused).
+    fn channel_index(&self, incident: &Incident, before: Option<&str>) -> Option<Write> {
+        let channel = incident.channel_id.as_deref()?;
+        (before != Some(channel)).then(|| Write::Put {
+            item: Item::new(channel_pk(channel), "incident", incident.id.number.to_string()),
+            condition: Condition::Absent,
+        })
+    }
+}

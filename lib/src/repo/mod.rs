@@ -1,0 +1,67 @@
+//! Repositories: alerts, incidents, counters and delivery records, written once on top of the
+//! store port, so they behave the same on SQLite and DynamoDB.
+//!
+//! Key layout (one table):
+//!
+//! | pk                               | sk         | data                                  |
+//! |----------------------------------|------------|---------------------------------------|
+//! | `alert#ALR-12`                   | `alert`    | the alert (JSON)                      |
+//! | `open#<source>#<dedup key>`      | `open`     | id of the open alert with that key    |
+//! | `incident#42`                    | `incident` | the incident (JSON)                   |
+//! | `incident-channel#<channel id>`  | `incident` | number of the channel's incident      |
+//! | `counter#<name>`                 | `counter`  | last number handed out                |
+//! | `delivery#<job id>`              | `delivery` | what the notifier did with a job      |
+
+pub mod alerts;
+pub mod counter;
+pub mod deliveries;
+pub mod incidents;
+
+use crate::store::{Condition, Item, StoreError, Write};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A value with the store version it was read at; updates are conditioned on that version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} changed while it was being updated (someone else was first); reload it and try again")]
+    Conflict { what: String },
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("stored {what} cannot be read: {reason}")]
+    Decode { what: String, reason: String },
+    #[error("could not take the next {name} number after {attempts} attempts under contention; retry")]
+    Contention { name: String, attempts: u32 },
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> String {
+    // Serialising our own plain structs to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"encode_error\":\"{e}\"}}"))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(item: &Item, what: &str) -> Result<Versioned<T>, RepoError> {
+    serde_json::from_str(&item.data)
+        .map(|value| Versioned { value, version: item.version })
+        .map_err(|e| RepoError::Decode { what: what.to_string(), reason: e.to_string() })
+}
+
+/// A put that creates `value` under the key, failing if something is already there.
+pub(crate) fn create_write<T: Serialize>(pk: String, sk: &str, value: &T) -> Write {
+    Write::Put { item: Item::new(pk, sk, encode(value)), condition: Condition::Absent }
+}
+
+/// A put that replaces the value read at `version`, failing if it changed meanwhile.
+pub(crate) fn update_write<T: Serialize>(pk: String, sk: &str, value: &T, version: u64) -> Write {
+    Write::Put {
+        item: Item::new(pk, sk, encode(value)).with_version(version + 1),
+        condition: Condition::Version(version),
+    }
+}

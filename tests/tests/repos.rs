@@ -1,0 +1,155 @@
+//! The repositories, on both store adapters: they are written once on the port, so they must
+//! behave identically on SQLite and DynamoDB.
+
+use jiff::Timestamp;
+use klaxon::domain::{Actor, Alert, Incident, IncidentId, NewAlert, NewIncident, Urgency};
+use klaxon::repo::RepoError;
+use klaxon::repo::alerts::AlertRepo;
+use klaxon::repo::counter;
+use klaxon::repo::deliveries::{Delivery, DeliveryRecord, DeliveryRepo};
+use klaxon::repo::incidents::IncidentRepo;
+use klaxon::store::{Condition, Item, Store, Write};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn alert(id: &str, key: &str) -> Alert {
+    Alert::trigger(
+        NewAlert {
+            id: id.into(),
+            source: "freezer".into(),
+            dedup_key: key.into(),
+            summary: "warm".into(),
+            details: String::new(),
+            urgency: Urgency::High,
+        },
+        Actor::source("freezer"),
+        Timestamp::now(),
+    )
+}
+
+macro_rules! repo_tests {
+    ($factory:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn counters_hand_out_distinct_sequential_numbers_under_concurrency() {
+            let Some(t) = $factory().await else { return };
+            super::counters_hand_out_distinct_sequential_numbers_under_concurrency(t.store.clone()).await;
+        }
+
+        #[tokio::test]
+        async fn an_alert_is_created_with_its_jobs_or_not_at_all() {
+            let Some(t) = $factory().await else { return };
+            super::an_alert_is_created_with_its_jobs_or_not_at_all(t.store.clone()).await;
+        }
+
+        #[tokio::test]
+        async fn stale_alert_updates_conflict_and_resolving_frees_the_dedup_key() {
+            let Some(t) = $factory().await else { return };
+            super::stale_alert_updates_conflict_and_resolving_frees_the_dedup_key(t.store.clone()).await;
+        }
+
+        #[tokio::test]
+        async fn incidents_are_found_by_number_and_by_channel() {
+            let Some(t) = $factory().await else { return };
+            super::incidents_are_found_by_number_and_by_channel(t.store.clone()).await;
+        }
+
+        #[tokio::test]
+        async fn a_delivery_is_recorded_once() {
+            let Some(t) = $factory().await else { return };
+            super::a_delivery_is_recorded_once(t.store.clone()).await;
+        }
+    };
+}
+
+mod sqlite {
+    repo_tests!(klaxon_tests::sqlite_store);
+}
+
+mod dynamodb {
+    repo_tests!(klaxon_tests::dynamo_store);
+}
+
+async fn counters_hand_out_distinct_sequential_numbers_under_concurrency(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { counter::next(s.as_ref(), "alert").await.unwrap() })
+        })
+        .collect();
+    let mut got = BTreeSet::new();
+    for t in tasks {
+        got.insert(t.await.unwrap());
+    }
+    assert_eq!(got, (1..=8).collect());
+    assert_eq!(AlertRepo::new(store).next_id().await.unwrap(), "ALR-9");
+}
+
+async fn an_alert_is_created_with_its_jobs_or_not_at_all(store: Arc<dyn Store>) {
+    let repo = AlertRepo::new(store.clone());
+    let job = |n: &str| Write::Put { item: Item::new(format!("job#{n}"), "job", "{}"), condition: Condition::Absent };
+    repo.create(&alert("ALR-1", "dev1:temp"), vec![job("1")]).await.unwrap();
+    assert_eq!(repo.find_open("freezer", "dev1:temp").await.unwrap().unwrap().value.id, "ALR-1");
+    assert!(store.get("job#1", "job").await.unwrap().is_some());
+
+    // A second open alert with the same key is refused, and its job is not written either.
+    let err = repo.create(&alert("ALR-2", "dev1:temp"), vec![job("2")]).await.unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err}");
+    assert!(repo.get("ALR-2").await.unwrap().is_none());
+    assert!(store.get("job#2", "job").await.unwrap().is_none());
+}
+
+async fn stale_alert_updates_conflict_and_resolving_frees_the_dedup_key(store: Arc<dyn Store>) {
+    let repo = AlertRepo::new(store);
+    repo.create(&alert("ALR-1", "k"), vec![]).await.unwrap();
+    let read = repo.get("ALR-1").await.unwrap().unwrap();
+
+    let mut acked = read.value.clone();
+    acked.acknowledge(Actor::user("u1", "alice"), Timestamp::now()).unwrap();
+    repo.update(&read, &acked, vec![]).await.unwrap();
+
+    // A second click computed from the same old read loses.
+    let mut resolved_from_stale = read.value.clone();
+    resolved_from_stale.resolve(Actor::user("u2", "bob"), Timestamp::now()).unwrap();
+    let err = repo.update(&read, &resolved_from_stale, vec![]).await.unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err}");
+    assert_eq!(repo.get("ALR-1").await.unwrap().unwrap().value.acknowledged_by, Some(Actor::user("u1", "alice")));
+
+    let fresh = repo.get("ALR-1").await.unwrap().unwrap();
+    let mut resolved = fresh.value.clone();
+    resolved.resolve(Actor::user("u2", "bob"), Timestamp::now()).unwrap();
+    repo.update(&fresh, &resolved, vec![]).await.unwrap();
+    assert!(repo.find_open("freezer", "k").await.unwrap().is_none());
+    repo.create(&alert("ALR-2", "k"), vec![]).await.expect("the key is free again");
+}
+
+async fn incidents_are_found_by_number_and_by_channel(store: Arc<dyn Store>) {
+    let repo = IncidentRepo::new(store);
+    let id = repo.next_id("INC").await.unwrap();
+    assert_eq!(id, IncidentId::new("INC", 1));
+    let new = NewIncident { id, title: "Checkout down".into(), severity: "SEV1".into(), summary: String::new() };
+    let incident = Incident::declare(new, Actor::user("u1", "alice"), Timestamp::now());
+    repo.create(&incident, vec![]).await.unwrap();
+    assert!(repo.get_by_channel("chan").await.unwrap().is_none());
+
+    let read = repo.get(1).await.unwrap().unwrap();
+    let mut with_channel = read.value.clone();
+    with_channel.channel_id = Some("kb7yc8m3d7gd5g5dwrq1m8jx6w".into());
+    repo.update(&read, &with_channel, vec![]).await.unwrap();
+    let found = repo.get_by_channel("kb7yc8m3d7gd5g5dwrq1m8jx6w").await.unwrap().unwrap();
+    assert_eq!(found.value.id.to_string(), "INC-1");
+    assert_eq!(found.version, 2);
+    let err = repo.update(&read, &with_channel, vec![]).await.unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err}");
+}
+
+async fn a_delivery_is_recorded_once(store: Arc<dyn Store>) {
+    let repo = DeliveryRepo::new(store);
+    let record = DeliveryRecord {
+        job_id: "job-1".into(),
+        at: Timestamp::now(),
+        delivery: Delivery::NotDelivered { channel: Some("alerts".into()), reason: "no Mattermost".into() },
+    };
+    assert!(repo.record(&record).await.unwrap());
+    assert!(!repo.record(&record).await.unwrap(), "a retry finds the first record");
+    assert_eq!(repo.get("job-1").await.unwrap(), Some(record));
+}
