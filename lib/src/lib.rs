@@ -3,9 +3,14 @@
 //! Every piece of logic lives in this crate; the Lambda functions in `functions/` and the
 //! `klaxon` command only wire it together. See `ARCHITECTURE` in the README for the map.
 
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod embedded;
+pub mod http;
+pub mod notify;
 pub mod queue;
 pub mod repo;
+pub mod serve;
 pub mod store;
+pub mod telemetry;

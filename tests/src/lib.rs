@@ -108,3 +108,16 @@ pub async fn sqs_queue(kind: QueueKind, max_receives: u32) -> Option<TestQueue> 
         _dir: None,
     })
 }
+
+/// An AWS-backed application state pointing at `endpoint` (moto, or nothing at all), with a
+/// table of the given name and queue URLs that need not exist.
+pub async fn aws_state(endpoint: &str, table: &str) -> klaxon::app::AppState {
+    let sdk = aws_sdk_config(endpoint).await;
+    klaxon::app::AppState {
+        config: Arc::new(klaxon::config::Config::empty()),
+        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+        notify_queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), format!("{endpoint}/q.fifo"))),
+        timer_queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), format!("{endpoint}/t"))),
+        storage: klaxon::app::StorageDescription::Aws { table: table.to_string() },
+    }
+}

@@ -364,7 +364,10 @@ impl Config {
         let mut config: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Syntax { origin: origin.to_string(), message: e.to_string() })?;
         let mut issues = config.resolve_secrets(env);
-        issues.extend(validate::validate(&config));
+        // A secret whose variable is missing was already reported; its placeholder text would
+        // only draw a second, misleading complaint ("too short", "not a URL").
+        let unresolved: Vec<String> = issues.iter().map(|i| i.field.clone()).collect();
+        issues.extend(validate::validate(&config).into_iter().filter(|i| !unresolved.contains(&i.field)));
         if issues.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { origin: origin.to_string(), issues }) }
     }
 

@@ -58,6 +58,7 @@ fn missing_env_vars_are_each_named_with_their_field() {
     assert!(bot.problem.contains("KLAXON_BOT_TOKEN is not set"), "{bot}");
     assert!(issues.iter().any(|i| i.field == "sources[1].token"));
     assert!(issues.iter().any(|i| i.field == "incidents.oauth.client_secret"));
+    assert_eq!(issues.iter().filter(|i| i.field == "server.signing_secret").count(), 1, "reported once, as missing");
 }
 
 #[test]

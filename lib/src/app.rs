@@ -1,0 +1,149 @@
+//! The composition root: builds the store, queues and repositories a process needs, from
+//! `klaxon.toml` (for `klaxon serve`) or from the Lambda environment.
+
+use crate::config::{Config, ConfigError, StorageBackend};
+use crate::embedded::{Db, DbError};
+use crate::notify::Notifier;
+use crate::queue::sqlite::{Redrive, SqliteQueue};
+use crate::queue::sqs::SqsQueue;
+use crate::queue::{Queue, QueueError, QueueKind};
+use crate::repo::alerts::AlertRepo;
+use crate::repo::deliveries::DeliveryRepo;
+use crate::repo::incidents::IncidentRepo;
+use crate::store::dynamodb::DynamoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Names of the embedded queues inside `klaxon.db`, and when they dead-letter.
+pub const NOTIFY_QUEUE: &str = "notify";
+pub const TIMER_QUEUE: &str = "timers";
+pub const MAX_RECEIVES: u32 = 5;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub notify_queue: Arc<dyn Queue>,
+    pub timer_queue: Arc<dyn Queue>,
+    /// Where the data lives, for start-up messages and `/healthz`.
+    pub storage: StorageDescription,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageDescription {
+    Embedded { path: PathBuf },
+    Aws { table: String },
+}
+
+impl StorageDescription {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageDescription::Embedded { .. } => "embedded",
+            StorageDescription::Aws { .. } => "aws",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("environment variable {name} is not set; {hint}")]
+    MissingEnv { name: &'static str, hint: &'static str },
+}
+
+impl AppState {
+    pub fn alerts(&self) -> AlertRepo {
+        AlertRepo::new(self.store.clone())
+    }
+
+    pub fn incidents(&self) -> IncidentRepo {
+        IncidentRepo::new(self.store.clone())
+    }
+
+    pub fn deliveries(&self) -> DeliveryRepo {
+        DeliveryRepo::new(self.store.clone())
+    }
+
+    pub fn notifier(&self) -> Notifier {
+        Notifier::new(self.config.clone(), self.alerts(), self.deliveries())
+    }
+
+    /// Builds everything from the configuration's `[storage]` section.
+    pub async fn from_config(config: Config) -> Result<AppState, AppError> {
+        match config.storage.backend {
+            StorageBackend::Embedded => {
+                let db = Db::open_in(&config.storage.data_dir())?;
+                Ok(AppState::embedded(config, db)?)
+            }
+            StorageBackend::Aws => {
+                let s = &config.storage;
+                // Validation guarantees these are set for the aws backend.
+                let table = s.table.clone().unwrap_or_default();
+                let notify = s.notify_queue_url.clone().unwrap_or_default();
+                let timer = s.timer_queue_url.clone().unwrap_or_default();
+                Ok(AppState::aws(config, table, notify, timer).await)
+            }
+        }
+    }
+
+    /// SQLite store and queues in `db`.
+    pub fn embedded(config: Config, db: Db) -> Result<AppState, AppError> {
+        let redrive = |dlq: &str| Some(Redrive { dead_letter_queue: dlq.to_string(), max_receives: MAX_RECEIVES });
+        let notify = SqliteQueue::open(db.clone(), NOTIFY_QUEUE, QueueKind::Fifo, redrive("notify-dlq"))?;
+        let timer = SqliteQueue::open(db.clone(), TIMER_QUEUE, QueueKind::Standard, redrive("timers-dlq"))?;
+        Ok(AppState {
+            config: Arc::new(config),
+            store: Arc::new(SqliteStore::new(db.clone())?),
+            notify_queue: Arc::new(notify),
+            timer_queue: Arc::new(timer),
+            storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
+        })
+    }
+
+    /// DynamoDB and SQS, with credentials, region and endpoint from the usual AWS environment.
+    pub async fn aws(config: Config, table: String, notify_url: String, timer_url: String) -> AppState {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        AppState {
+            config: Arc::new(config),
+            store: Arc::new(DynamoStore::new(dynamo, table.clone())),
+            notify_queue: Arc::new(SqsQueue::new(sqs.clone(), notify_url)),
+            timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
+            storage: StorageDescription::Aws { table },
+        }
+    }
+
+    /// For the Lambda functions: resources from the environment the SAM template sets
+    /// (`TABLE_NAME`, `NOTIFY_QUEUE_URL`, `TIMER_QUEUE_URL`), and the configuration from
+    /// `KLAXON_CONFIG` (the TOML text itself). Without `KLAXON_CONFIG` the functions run on an
+    /// empty configuration, which knows no sources and posts nothing.
+    pub async fn for_lambda() -> Result<AppState, AppError> {
+        let env = |name: &'static str, hint: &'static str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(AppError::MissingEnv { name, hint })
+        };
+        const HINT: &str = "the SAM template sets it; deploy with `sam deploy`";
+        let table = env("TABLE_NAME", HINT)?;
+        let notify = env("NOTIFY_QUEUE_URL", HINT)?;
+        let timer = env("TIMER_QUEUE_URL", HINT)?;
+        let config = match std::env::var("KLAXON_CONFIG") {
+            Ok(text) if !text.trim().is_empty() => {
+                Config::from_toml(&text, "KLAXON_CONFIG", &|name| std::env::var(name).ok())?
+            }
+            _ => {
+                tracing::warn!("KLAXON_CONFIG is not set: running on an empty configuration (no sources, no channels)");
+                Config::empty()
+            }
+        };
+        Ok(AppState::aws(config, table, notify, timer).await)
+    }
+}

@@ -1,0 +1,155 @@
+//! The HTTP routers: one per Lambda function, and all of them together for `klaxon serve`.
+//!
+//! Routes whose feature is not built yet answer 501 with a JSON error that says so, and touch
+//! nothing.
+
+mod error;
+
+pub use error::ApiError;
+
+use crate::app::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+/// Mattermost posts are at most 16383 characters, Particle events a few KB; 256 KiB leaves room
+/// for form encoding and refuses anything else early.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// A route's path, with the Lambda function that serves it, for start-up output and docs.
+pub struct RouteInfo {
+    pub function: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub purpose: &'static str,
+}
+
+pub const ROUTES: &[RouteInfo] = &[
+    RouteInfo {
+        function: "mattermost-webhook",
+        method: "POST",
+        path: "/hooks/mattermost/{source_id}",
+        purpose: "Mattermost outgoing webhook (trigger words)",
+    },
+    RouteInfo {
+        function: "particle-webhook",
+        method: "POST",
+        path: "/hooks/particle/{source_id}",
+        purpose: "Particle webhook (ALERT / RESOLVE)",
+    },
+    RouteInfo { function: "chatops", method: "POST", path: "/chatops/command", purpose: "/incident slash command" },
+    RouteInfo {
+        function: "chatops",
+        method: "POST",
+        path: "/chatops/dialog",
+        purpose: "interactive dialog submissions",
+    },
+    RouteInfo { function: "chatops", method: "POST", path: "/chatops/action", purpose: "message button clicks" },
+    RouteInfo {
+        function: "chatops",
+        method: "POST",
+        path: "/chatops/mirror",
+        purpose: "incident-channel replies (outgoing webhook)",
+    },
+    RouteInfo {
+        function: "chatops",
+        method: "GET",
+        path: "/chatops/oauth/callback",
+        purpose: "/incident connect (OAuth 2.0 callback)",
+    },
+];
+
+async fn not_built(method: Method, matched: Option<MatchedPath>) -> ApiError {
+    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
+    let what = ROUTES.iter().find(|r| r.path == route).map_or("this route", |r| r.purpose);
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        format!("{what} ({method} {route}) is not built in this version of Klaxon; nothing was read or stored"),
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    // A read of a key that never exists proves the store answers.
+    state.store.get("health", "check").await.map_err(|e| {
+        tracing::error!(error = %e, "health check: store unreachable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("the store is not reachable: {e}"))
+    })?;
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "storage": state.storage.kind(),
+    })))
+}
+
+/// Refuses a declared oversized body with the JSON error shape before anything reads it;
+/// `RequestBodyLimitLayer` still guards bodies that do not declare their length.
+async fn limit_declared_body(req: Request, next: Next) -> Result<axum::response::Response, ApiError> {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|len| *len > BODY_LIMIT) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is {len} bytes, over the {BODY_LIMIT}-byte limit; send a shorter message"),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    let paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}; Klaxon serves /healthz and {}", uri.path(), paths.join(", ")),
+    )
+}
+
+fn routes_of(function: &str) -> Router<AppState> {
+    ROUTES.iter().filter(|r| r.function == function).fold(Router::new(), |router, r| {
+        let handler = match r.method {
+            "GET" => get(not_built),
+            _ => post(not_built),
+        };
+        router.route(r.path, handler)
+    })
+}
+
+/// Adds what every router shares: `/healthz`, the JSON 404, the body limit and request tracing.
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(middleware::from_fn(limit_declared_body))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // The route template, never the URI: query strings may carry keys.
+            let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |m| m.as_str()).to_string();
+            tracing::info_span!("request", method = %req.method(), route = %route)
+        }))
+        .with_state(state)
+}
+
+pub fn mattermost_webhook(state: AppState) -> Router {
+    finish(routes_of("mattermost-webhook"), state)
+}
+
+pub fn particle_webhook(state: AppState) -> Router {
+    finish(routes_of("particle-webhook"), state)
+}
+
+pub fn chatops(state: AppState) -> Router {
+    finish(routes_of("chatops"), state)
+}
+
+/// Every route of every function, for `klaxon serve`.
+pub fn all(state: AppState) -> Router {
+    let router = routes_of("mattermost-webhook").merge(routes_of("particle-webhook")).merge(routes_of("chatops"));
+    finish(router, state)
+}

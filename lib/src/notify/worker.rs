@@ -1,0 +1,65 @@
+//! The local worker loop of `klaxon serve`: poll a queue, run the batch handler, delete what
+//! succeeded. Failed messages stay invisible until their visibility timeout and come back, as
+//! they would on SQS.
+
+use super::batch::{JobHandler, Record, handle_batch};
+use crate::queue::{Queue, ReceiveOptions};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Worker {
+    pub name: &'static str,
+    pub queue: Arc<dyn Queue>,
+    pub handler: Arc<dyn JobHandler>,
+    /// How long a received batch stays hidden; a failed job comes back after this.
+    pub visibility: Duration,
+}
+
+impl Worker {
+    /// Runs until `stop` turns true. A batch in progress is finished first, so a job is either
+    /// done and deleted, or left on the queue for the next start.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(worker = self.name, "worker started");
+        let options = ReceiveOptions::new(10, self.visibility).waiting(Duration::from_secs(1));
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let received = tokio::select! {
+                r = self.queue.receive(options) => r,
+                _ = stop.changed() => break,
+            };
+            let messages = match received {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(worker = self.name, error = %e, "cannot read the queue; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => break,
+                    }
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let records: Vec<Record> = messages
+                .iter()
+                .map(|m| Record {
+                    message_id: m.message_id.clone(),
+                    body: m.body.clone(),
+                    group_id: m.group_id.clone(),
+                    receive_count: m.receive_count,
+                })
+                .collect();
+            let report = handle_batch(self.handler.as_ref(), &records).await;
+            for m in messages.iter().filter(|m| !report.failed.contains(&m.message_id)) {
+                if let Err(e) = self.queue.delete(&m.receipt).await {
+                    // The job was done; it will come back and be skipped by its delivery record.
+                    tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot delete a finished message");
+                }
+            }
+        }
+        tracing::info!(worker = self.name, "worker stopped");
+    }
+}

@@ -1,0 +1,156 @@
+//! `klaxon serve`: every route of every function in one process, the notifier's worker loops
+//! in-process, on the embedded store unless the configuration says AWS.
+
+use crate::app::{AppError, AppState, StorageDescription};
+use crate::config::{Config, SourceKind};
+use crate::http::ROUTES;
+use crate::notify::worker::Worker;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_CONFIG: &str = "klaxon.toml";
+/// How long a job stays hidden after the local worker takes it; a failed job comes back after it.
+const VISIBILITY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    /// `None`: `./klaxon.toml` if it exists, else an empty configuration.
+    pub config: Option<PathBuf>,
+    /// Overrides `storage.data_dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("cannot listen on {addr}: {source}; choose another address with --addr or KLAXON_ADDR")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// Loads the configuration the way `serve` does, and says which file it used.
+pub fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), AppError> {
+    if let Some(path) = explicit {
+        return Ok((Config::load(path)?, Some(path.to_path_buf())));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    if default.exists() { Ok((Config::load(&default)?, Some(default))) } else { Ok((Config::empty(), None)) }
+}
+
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let (mut config, config_path) = load_config(options.config.as_deref())?;
+    if let Some(dir) = &options.data_dir {
+        config.storage.data_dir = Some(dir.clone());
+    }
+    let state = AppState::from_config(config).await?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: options.addr, source })?;
+    let local = listener.local_addr().map_err(ServeError::Server)?;
+    println!("{}", banner(&state, config_path.as_deref(), local));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handler = Arc::new(state.notifier());
+    let workers =
+        [("notify", state.notify_queue.clone()), ("timers", state.timer_queue.clone())].map(|(name, queue)| {
+            let worker = Worker { name, queue, handler: handler.clone(), visibility: VISIBILITY };
+            tokio::spawn(worker.run(stop_rx.clone()))
+        });
+
+    let app = crate::http::all(state);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    tracing::info!("shutting down: finishing the current batch; queued work stays in the queue for the next start");
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    served.map_err(ServeError::Server)?;
+    println!("Klaxon stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// What `serve` prints at start-up: where it listens, what to paste into Mattermost and
+/// Particle, and what is not configured.
+pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -> String {
+    let c = &state.config;
+    let base = c
+        .server
+        .public_url
+        .as_ref()
+        .map_or_else(|| format!("http://{local}"), |u| u.as_str().trim_end_matches('/').to_string());
+    let mut out = vec![format!("Klaxon {} listening on http://{local}", env!("CARGO_PKG_VERSION"))];
+    match config_path {
+        Some(p) => out.push(format!("configuration: {}", p.display())),
+        None => out.push(
+            "configuration: none found (./klaxon.toml); running on an empty configuration.\n  \
+             To add one: cp klaxon.example.toml klaxon.toml, edit it, then `klaxon config check klaxon.toml`."
+                .into(),
+        ),
+    }
+    out.push(match &state.storage {
+        StorageDescription::Embedded { path } => format!("storage: embedded SQLite at {}", path.display()),
+        StorageDescription::Aws { table } => format!("storage: DynamoDB table {table} and SQS queues"),
+    });
+    if c.mattermost.is_none() {
+        out.push(
+            "mattermost: NOT configured. Notifications are not posted anywhere: each is logged with the channel \
+             it would have gone to and recorded as not delivered."
+                .into(),
+        );
+    } else {
+        out.push("mattermost: configured, but posting is not built in this version; notifications are logged and recorded as not delivered.".into());
+    }
+    if c.server.public_url.is_none() {
+        out.push("note: server.public_url is not set; the URLs below use the local address, which Mattermost and Particle must be able to reach.".into());
+    }
+    out.push(String::new());
+    out.push("Paste into Mattermost and Particle:".into());
+    if c.sources.is_empty() {
+        out.push("  (no alert sources configured; add [[sources]] to klaxon.toml)".into());
+    }
+    for s in &c.sources {
+        let (kind, hint) = match s.kind {
+            SourceKind::Mattermost => ("mattermost", "outgoing webhook callback URL"),
+            SourceKind::Particle => ("particle", "Particle webhook URL"),
+        };
+        out.push(format!("  {base}/hooks/{kind}/{}    <- {hint} for source {:?}", s.id, s.id));
+    }
+    for r in ROUTES.iter().filter(|r| r.function == "chatops") {
+        out.push(format!("  {base}{}    <- {} (not built yet: answers 501)", r.path, r.purpose));
+    }
+    out.push(format!("  {base}/healthz    <- health check"));
+    out.push(String::new());
+    out.push("Stop with Ctrl-C; queued notifications survive a restart.".into());
+    out.join("\n")
+}

@@ -1,0 +1,123 @@
+//! The routers, driven in-process through `tower::ServiceExt::oneshot`.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use klaxon::app::AppState;
+use klaxon::config::Config;
+use klaxon::http::{BODY_LIMIT, ROUTES};
+use klaxon::queue::ReceiveOptions;
+use serde_json::Value;
+use std::time::Duration;
+use tower::ServiceExt;
+
+fn embedded() -> (AppState, tempfile::TempDir) {
+    let (db, dir) = klaxon_tests::temp_db();
+    (AppState::embedded(Config::empty(), db).expect("embedded state"), dir)
+}
+
+async fn call(router: axum::Router, method: &str, uri: &str, body: Body) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .unwrap();
+    send(router, req).await
+}
+
+async fn send(router: axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn healthz_reports_ok_and_the_storage_kind() {
+    let (state, _dir) = embedded();
+    let (status, body) = call(klaxon::http::all(state), "GET", "/healthz", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["storage"], "embedded");
+}
+
+#[tokio::test]
+async fn every_unbuilt_route_answers_501_with_a_json_error_and_stores_nothing() {
+    let (state, _dir) = embedded();
+    for r in ROUTES {
+        let uri = r.path.replace("{source_id}", "freezer");
+        let body = Body::from("token=abc&text=%23alert+critical+db+down&post_id=p1");
+        let (status, json) = call(klaxon::http::all(state.clone()), r.method, &uri, body).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{} {uri}", r.method);
+        assert_eq!(json["error"]["code"], "not_implemented");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(r.purpose) && message.contains("not built"), "{message}");
+    }
+    assert!(state.alerts().get("ALR-1").await.unwrap().is_none());
+    assert!(state.store.get("counter#alert", "counter").await.unwrap().is_none());
+    let queued = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(1))).await.unwrap();
+    assert!(queued.is_empty(), "nothing was queued");
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_json_404_that_lists_the_real_routes() {
+    let (state, _dir) = embedded();
+    let (status, json) = call(klaxon::http::all(state), "POST", "/hooks/slack/x", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json["error"]["code"], "not_found");
+    assert!(json["error"]["message"].as_str().unwrap().contains("/hooks/particle/{source_id}"));
+}
+
+#[tokio::test]
+async fn each_function_serves_only_its_own_routes() {
+    let (state, _dir) = embedded();
+    let (status, _) =
+        call(klaxon::http::mattermost_webhook(state.clone()), "POST", "/hooks/particle/x", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        call(klaxon::http::particle_webhook(state.clone()), "POST", "/hooks/particle/x", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    let (status, _) = call(klaxon::http::chatops(state.clone()), "POST", "/chatops/command", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    for router in [klaxon::http::mattermost_webhook(state.clone()), klaxon::http::chatops(state)] {
+        let (status, _) = call(router, "GET", "/healthz", Body::empty()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let (state, _dir) = embedded();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/hooks/particle/x")
+        .header("content-length", (BODY_LIMIT + 1).to_string())
+        .body(Body::from(vec![b'a'; BODY_LIMIT + 1]))
+        .unwrap();
+    let (status, json) = send(klaxon::http::all(state), req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn healthz_on_dynamodb_reports_aws_storage() {
+    let Some(endpoint) = klaxon_tests::aws_endpoint() else { return };
+    let sdk = klaxon_tests::aws_sdk_config(&endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = klaxon_tests::unique_name("klaxon-health");
+    klaxon::store::dynamodb::DynamoStore::create_table(&client, &table).await.unwrap();
+    let state = klaxon_tests::aws_state(&endpoint, &table).await;
+    let (status, body) = call(klaxon::http::all(state), "GET", "/healthz", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["storage"], "aws");
+}
+
+#[tokio::test]
+async fn healthz_answers_503_when_the_store_is_unreachable() {
+    // Nothing listens on port 9 of loopback: the store cannot answer.
+    let state = klaxon_tests::aws_state("http://127.0.0.1:9", "no-such-table").await;
+    let (status, body) = call(klaxon::http::all(state), "GET", "/healthz", Body::empty()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "store_unavailable");
+}
