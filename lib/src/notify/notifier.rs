@@ -34,14 +34,6 @@ impl Notifier {
         Notifier { config, alerts, deliveries }
     }
 
-    /// Why posting is impossible right now, if it is.
-    fn cannot_post(&self) -> &'static str {
-        match &self.config.mattermost {
-            None => "no Mattermost is configured (add a [mattermost] section to klaxon.toml)",
-            Some(_) => "posting to Mattermost is not built in this version of Klaxon",
-        }
-    }
-
     async fn notify(&self, job: &NotifyJob) -> Result<(), JobError> {
         if self.deliveries.get(&job.job_id).await?.is_some() {
             tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
@@ -59,9 +51,13 @@ impl Notifier {
             Subject::Incident { .. } => (None, None),
         };
         let facts = EventFacts { event: &job.event, source: source.as_deref(), urgency };
-        let (channel, reason) = match destination(&self.config, &facts) {
-            Ok(channel) => (Some(channel.to_string()), self.cannot_post().to_string()),
-            Err(why) => (None, why),
+        let routed = destination(&self.config, &facts);
+        let channel = routed.as_ref().ok().map(|c| c.to_string());
+        let reason = match (&self.config.mattermost, routed) {
+            (None, Ok(_)) => "no Mattermost is configured (add a [mattermost] section to klaxon.toml)".to_string(),
+            (None, Err(why)) => format!("no Mattermost is configured, and {why}"),
+            (Some(_), Ok(_)) => "posting to Mattermost is not built in this version of Klaxon".to_string(),
+            (Some(_), Err(why)) => why,
         };
         tracing::warn!(
             job_id = %job.job_id,

@@ -1,0 +1,148 @@
+//! The notifier end to end: jobs on a real queue (SQLite, or SQS on moto), the worker loop that
+//! `klaxon serve` runs, delivery records in the store.
+
+use jiff::Timestamp;
+use klaxon::app::AppState;
+use klaxon::config::Config;
+use klaxon::domain::{Actor, Alert, NewAlert, Urgency};
+use klaxon::notify::worker::Worker;
+use klaxon::notify::{Job, JobError, JobHandler, NotifyJob, Record, Subject};
+use klaxon::queue::ReceiveOptions;
+use klaxon::repo::deliveries::Delivery;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn alert(id: &str) -> Alert {
+    Alert::trigger(
+        NewAlert {
+            id: id.into(),
+            source: "freezer".into(),
+            dedup_key: format!("{id}-key"),
+            summary: "Freezer warm".into(),
+            details: String::new(),
+            urgency: Urgency::Critical,
+        },
+        Actor::source("freezer"),
+        Timestamp::now(),
+    )
+}
+
+fn job(alert_id: &str, event: &str) -> Job {
+    Job::Notify(NotifyJob {
+        job_id: format!("{alert_id}:{event}"),
+        event: event.into(),
+        subject: Subject::Alert { id: alert_id.into() },
+        at: Timestamp::now(),
+    })
+}
+
+fn record(job: &Job) -> Record {
+    Record { message_id: "m".into(), body: job.to_message().body, group_id: None, receive_count: 1 }
+}
+
+/// Runs the worker loop until `done` says so (or 10 s pass), then stops it cleanly.
+async fn run_worker_until(state: &AppState, done: impl AsyncFn() -> bool) {
+    run_worker(state, Duration::from_secs(5), Duration::from_secs(10), done).await
+}
+
+async fn run_worker(state: &AppState, visibility: Duration, max: Duration, done: impl AsyncFn() -> bool) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker =
+        Worker { name: "test", queue: state.notify_queue.clone(), handler: Arc::new(state.notifier()), visibility };
+    let handle = tokio::spawn(worker.run(stop_rx));
+    let deadline = tokio::time::Instant::now() + max;
+    while tokio::time::Instant::now() < deadline {
+        if done().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tx.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+async fn worker_records_each_job_once_and_empties_the_queue(state: AppState) {
+    state.alerts().create(&alert("ALR-1"), vec![]).await.unwrap();
+    for event in ["alert.triggered", "alert.acknowledged"] {
+        state.notify_queue.send(job("ALR-1", event).to_message()).await.unwrap();
+    }
+    // The same job sent again (a producer retry) must not produce a second delivery.
+    state.notify_queue.send(job("ALR-1", "alert.triggered").to_message()).await.unwrap();
+    let deliveries = state.deliveries();
+    run_worker_until(&state, async || deliveries.get("ALR-1:alert.acknowledged").await.unwrap().is_some()).await;
+
+    for event in ["alert.triggered", "alert.acknowledged"] {
+        let rec = deliveries.get(&format!("ALR-1:{event}")).await.unwrap().expect("delivery recorded");
+        match rec.delivery {
+            Delivery::NotDelivered { reason, .. } => assert!(reason.contains("no Mattermost"), "{reason}"),
+            other => panic!("nothing can have been posted, got {other:?}"),
+        }
+    }
+    let left = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(1))).await.unwrap();
+    assert!(left.is_empty(), "finished jobs are deleted: {left:?}");
+}
+
+#[tokio::test]
+async fn sqlite_worker_records_each_job_once_and_empties_the_queue() {
+    let (db, _dir) = klaxon_tests::temp_db();
+    worker_records_each_job_once_and_empties_the_queue(AppState::embedded(Config::empty(), db).unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqs_worker_records_each_job_once_and_empties_the_queue() {
+    let Some(endpoint) = klaxon_tests::aws_endpoint() else { return };
+    let sdk = klaxon_tests::aws_sdk_config(&endpoint).await;
+    let table = klaxon_tests::unique_name("klaxon-notifier");
+    klaxon::store::dynamodb::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
+    let queue = format!("{}.fifo", klaxon_tests::unique_name("klaxon-notify"));
+    let (url, _dlq) = klaxon::queue::sqs::SqsQueue::create_with_dead_letter(&aws_sdk_sqs::Client::new(&sdk), &queue, 5)
+        .await
+        .unwrap();
+    let mut state = klaxon_tests::aws_state(&endpoint, &table).await;
+    state.notify_queue = Arc::new(klaxon::queue::sqs::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url));
+    worker_records_each_job_once_and_empties_the_queue(state).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_job_is_skipped_by_its_delivery_record() {
+    let (db, _dir) = klaxon_tests::temp_db();
+    let state = AppState::embedded(Config::empty(), db).unwrap();
+    state.alerts().create(&alert("ALR-2"), vec![]).await.unwrap();
+    let notifier = state.notifier();
+    let j = job("ALR-2", "alert.triggered");
+    notifier.handle(&record(&j)).await.unwrap();
+    let first = state.deliveries().get(j.id()).await.unwrap().unwrap();
+    notifier.handle(&record(&j)).await.unwrap();
+    assert_eq!(state.deliveries().get(j.id()).await.unwrap().unwrap(), first, "the record is not rewritten");
+}
+
+#[tokio::test]
+async fn malformed_jobs_and_jobs_for_missing_alerts_are_poison_and_record_nothing() {
+    let (db, _dir) = klaxon_tests::temp_db();
+    let state = AppState::embedded(Config::empty(), db).unwrap();
+    let notifier = state.notifier();
+    let garbage =
+        Record { message_id: "m1".into(), body: "{\"type\":\"launch\"}".into(), group_id: None, receive_count: 1 };
+    let err = notifier.handle(&garbage).await.unwrap_err();
+    assert!(matches!(err, JobError::Poison(ref m) if m.contains("not a Klaxon job")), "{err}");
+    let orphan = job("ALR-404", "alert.triggered");
+    let err = notifier.handle(&record(&orphan)).await.unwrap_err();
+    assert!(matches!(err, JobError::Poison(ref m) if m.contains("ALR-404")), "{err}");
+    assert!(state.deliveries().get(orphan.id()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_failing_job_stays_queued_and_its_group_waits() {
+    let (db, _dir) = klaxon_tests::temp_db();
+    let state = AppState::embedded(Config::empty(), db).unwrap();
+    // No alert ALR-9 exists, so its first job fails; its second must not overtake it.
+    state.notify_queue.send(job("ALR-9", "alert.triggered").to_message()).await.unwrap();
+    state.notify_queue.send(job("ALR-9", "alert.resolved").to_message()).await.unwrap();
+    run_worker(&state, Duration::from_secs(1), Duration::from_millis(1500), async || false).await;
+    assert!(state.deliveries().get("ALR-9:alert.resolved").await.unwrap().is_none(), "nothing overtook the failure");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let left = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+    let bodies: Vec<_> = left.iter().map(|m| Job::parse(&m.body).unwrap().id().to_string()).collect();
+    assert_eq!(bodies, ["ALR-9:alert.triggered", "ALR-9:alert.resolved"], "both jobs are still queued, in order");
+    assert!(left[0].receive_count >= 2, "the failed job was tried");
+}
