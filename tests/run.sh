@@ -5,7 +5,8 @@
 #  2. starts it on a free loopback port and waits until it answers;
 #  3. runs `cargo test --workspace` with KLAXON_TEST_AWS_ENDPOINT pointing at it, so the
 #     DynamoDB and SQS adapters are tested over the real wire protocols;
-#  4. stops moto again, whatever happened.
+#  4. lints the SAM template (infra/template.yaml) with cfn-lint, offline;
+#  5. stops moto again, whatever happened.
 #
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh -p klaxon`).
 set -euo pipefail
@@ -13,13 +14,14 @@ cd "$(dirname "$0")/.."
 
 VENV="${KLAXON_TEST_VENV:-.venv-test}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+CFN_LINT_VERSION="${CFN_LINT_VERSION:-1.58.0}"
 
 log() { printf '[tests/run.sh] %s\n' "$*" >&2; }
 
-if [ ! -x "$VENV/bin/moto_server" ]; then
-  log "installing moto[server]==$MOTO_VERSION into $VENV"
+if [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/cfn-lint" ]; then
+  log "installing moto[server]==$MOTO_VERSION and cfn-lint==$CFN_LINT_VERSION into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
 fi
 
 # A free port: bind to port 0 and let the kernel choose.
@@ -34,18 +36,22 @@ cleanup() {
 trap cleanup EXIT
 
 ENDPOINT="http://127.0.0.1:$PORT"
+answers() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$ENDPOINT/moto-api/" 2>/dev/null; }
 for _ in $(seq 1 100); do
   if ! kill -0 "$MOTO_PID" 2>/dev/null; then
     log "moto server exited early:"; cat "$MOTO_LOG" >&2; exit 1
   fi
-  if curl -fsS -o /dev/null "$ENDPOINT/moto-api/" 2>/dev/null; then break; fi
+  if answers; then break; fi
   sleep 0.1
 done
-curl -fsS -o /dev/null "$ENDPOINT/moto-api/" || { log "moto server did not answer on $ENDPOINT"; cat "$MOTO_LOG" >&2; exit 1; }
+answers || { log "moto server did not answer on $ENDPOINT"; cat "$MOTO_LOG" >&2; exit 1; }
 log "moto server $MOTO_VERSION (pid $MOTO_PID) on $ENDPOINT"
 
 export KLAXON_TEST_AWS_ENDPOINT="$ENDPOINT"
 # The AWS SDK must never reach for real credentials or a real region in tests.
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
+log "linting infra/template.yaml with cfn-lint"
+"$VENV/bin/cfn-lint" infra/template.yaml
 
 cargo test --workspace "$@"
