@@ -3,7 +3,9 @@
 
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::embedded::{Db, DbError};
+use crate::ingest::apply::Intake;
 use crate::notify::Notifier;
+use crate::notify::outbox::Outbox;
 use crate::queue::sqlite::{Redrive, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{Queue, QueueError, QueueKind};
@@ -71,6 +73,14 @@ impl AppState {
 
     pub fn deliveries(&self) -> DeliveryRepo {
         DeliveryRepo::new(self.store.clone())
+    }
+
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.store.clone(), self.notify_queue.clone())
+    }
+
+    pub fn intake(&self) -> Intake {
+        Intake::new(self.store.clone(), self.outbox(), self.config.clone())
     }
 
     pub fn notifier(&self) -> Notifier {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod embedded;
 pub mod http;
+pub mod ingest;
 pub mod notify;
 pub mod queue;
 pub mod repo;

@@ -15,6 +15,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG: &str = "klaxon.toml";
 /// How long a job stays hidden after the local worker takes it; a failed job comes back after it.
 const VISIBILITY: Duration = Duration::from_secs(30);
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Jobs younger than this are left to the request that wrote them.
+pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -64,6 +67,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             tokio::spawn(worker.run(stop_rx.clone()))
         });
 
+    let sweeper = tokio::spawn(sweep_loop(state.outbox(), stop_rx.clone()));
+
     let app = crate::http::all(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     tracing::info!("shutting down: finishing the current batch; queued work stays in the queue for the next start");
@@ -71,9 +76,25 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     for w in workers {
         let _ = w.await;
     }
+    let _ = sweeper.await;
     served.map_err(ServeError::Server)?;
     println!("Klaxon stopped.");
     Ok(())
+}
+
+/// Queues jobs left in the outbox by a relay that failed (e.g. the queue was briefly unavailable).
+async fn sweep_loop(outbox: crate::notify::outbox::Outbox, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match outbox.sweep(SWEEP_MIN_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "outbox sweep queued pending notifications"),
+            Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again later"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -146,7 +167,7 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
         };
         out.push(format!("  {base}/hooks/{kind}/{}    <- {hint} for source {:?}", s.id, s.id));
     }
-    for r in ROUTES.iter().filter(|r| r.function == "chatops") {
+    for r in ROUTES.iter().filter(|r| !crate::http::is_built(r.path)) {
         out.push(format!("  {base}{}    <- {} (not built yet: answers 501)", r.path, r.purpose));
     }
     out.push(format!("  {base}/healthz    <- health check"));

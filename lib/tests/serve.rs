@@ -101,7 +101,7 @@ async fn serve_starts_empty_explains_itself_processes_queued_work_and_stops_on_c
     // Work queued while Klaxon is not running (as after a crash or a restart).
     {
         let state = AppState::embedded(Config::empty(), Db::open_in(&dir.path().join("klaxon-data")).unwrap()).unwrap();
-        state.alerts().create(&alert("ALR-1"), vec![]).await.unwrap();
+        state.alerts().create(&alert("ALR-1"), None, vec![]).await.unwrap();
         let job = Job::Notify(NotifyJob {
             job_id: "ALR-1:alert.triggered".into(),
             event: "alert.triggered".into(),

@@ -121,3 +121,47 @@ pub async fn aws_state(endpoint: &str, table: &str) -> klaxon::app::AppState {
         storage: klaxon::app::StorageDescription::Aws { table: table.to_string() },
     }
 }
+
+/// An application built from a `klaxon.toml` text, plus what keeps its storage alive.
+pub struct TestApp {
+    pub state: klaxon::app::AppState,
+    _dir: Option<TempDir>,
+}
+
+fn config_from(text: &str) -> klaxon::config::Config {
+    klaxon::config::Config::from_toml(text, "test klaxon.toml", &|_| None).expect("test configuration is valid")
+}
+
+pub async fn embedded_app(config: &str) -> Option<TestApp> {
+    let (db, dir) = temp_db();
+    let state = klaxon::app::AppState::embedded(config_from(config), db).expect("embedded state");
+    Some(TestApp { state, _dir: Some(dir) })
+}
+
+/// DynamoDB and SQS on moto: a fresh table, FIFO notify queue and standard timer queue.
+pub async fn aws_app(config: &str) -> Option<TestApp> {
+    let endpoint = aws_endpoint()?;
+    let sdk = aws_sdk_config(&endpoint).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let table = unique_name("klaxon-app");
+    DynamoStore::create_table(&dynamo, &table).await.expect("create table on moto");
+    let notify_name = format!("{}.fifo", unique_name("klaxon-notify"));
+    let (notify, _) = SqsQueue::create_with_dead_letter(&sqs, &notify_name, 5).await.expect("notify queue");
+    let (timer, _) =
+        SqsQueue::create_with_dead_letter(&sqs, &unique_name("klaxon-timer"), 5).await.expect("timer queue");
+    let state = klaxon::app::AppState {
+        config: Arc::new(config_from(config)),
+        store: Arc::new(DynamoStore::new(dynamo, table.clone())),
+        notify_queue: Arc::new(SqsQueue::new(sqs.clone(), notify)),
+        timer_queue: Arc::new(SqsQueue::new(sqs, timer)),
+        storage: klaxon::app::StorageDescription::Aws { table },
+    };
+    Some(TestApp { state, _dir: None })
+}
+
+/// Reads a fixture from `tests/fixtures/`.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path);
+    std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {}: {e}", full.display()))
+}

@@ -62,7 +62,7 @@ async fn run_worker(state: &AppState, visibility: Duration, max: Duration, done:
 }
 
 async fn worker_records_each_job_once_and_empties_the_queue(state: AppState) {
-    state.alerts().create(&alert("ALR-1"), vec![]).await.unwrap();
+    state.alerts().create(&alert("ALR-1"), None, vec![]).await.unwrap();
     for event in ["alert.triggered", "alert.acknowledged"] {
         state.notify_queue.send(job("ALR-1", event).to_message()).await.unwrap();
     }
@@ -107,7 +107,7 @@ async fn sqs_worker_records_each_job_once_and_empties_the_queue() {
 async fn a_redelivered_job_is_skipped_by_its_delivery_record() {
     let (db, _dir) = klaxon_tests::temp_db();
     let state = AppState::embedded(Config::empty(), db).unwrap();
-    state.alerts().create(&alert("ALR-2"), vec![]).await.unwrap();
+    state.alerts().create(&alert("ALR-2"), None, vec![]).await.unwrap();
     let notifier = state.notifier();
     let j = job("ALR-2", "alert.triggered");
     notifier.handle(&record(&j)).await.unwrap();

@@ -48,6 +48,12 @@ macro_rules! repo_tests {
         }
 
         #[tokio::test]
+        async fn closing_an_older_alert_leaves_the_newer_one_on_the_key() {
+            let Some(t) = $factory().await else { return };
+            super::closing_an_older_alert_leaves_the_newer_one_on_the_key(t.store.clone()).await;
+        }
+
+        #[tokio::test]
         async fn incidents_are_found_by_number_and_by_channel() {
             let Some(t) = $factory().await else { return };
             super::incidents_are_found_by_number_and_by_channel(t.store.clone()).await;
@@ -87,20 +93,20 @@ async fn counters_hand_out_distinct_sequential_numbers_under_concurrency(store: 
 async fn an_alert_is_created_with_its_jobs_or_not_at_all(store: Arc<dyn Store>) {
     let repo = AlertRepo::new(store.clone());
     let job = |n: &str| Write::Put { item: Item::new(format!("job#{n}"), "job", "{}"), condition: Condition::Absent };
-    repo.create(&alert("ALR-1", "dev1:temp"), vec![job("1")]).await.unwrap();
-    assert_eq!(repo.find_open("freezer", "dev1:temp").await.unwrap().unwrap().value.id, "ALR-1");
+    repo.create(&alert("ALR-1", "dev1:temp"), None, vec![job("1")]).await.unwrap();
+    assert_eq!(repo.find_open("freezer", "dev1:temp").await.unwrap().alert.unwrap().value.id, "ALR-1");
     assert!(store.get("job#1", "job").await.unwrap().is_some());
 
     // A second open alert with the same key is refused, and its job is not written either.
-    let err = repo.create(&alert("ALR-2", "dev1:temp"), vec![job("2")]).await.unwrap_err();
-    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err}");
+    let err = repo.create(&alert("ALR-2", "dev1:temp"), None, vec![job("2")]).await.unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err}");
     assert!(repo.get("ALR-2").await.unwrap().is_none());
     assert!(store.get("job#2", "job").await.unwrap().is_none());
 }
 
 async fn stale_alert_updates_conflict_and_resolving_frees_the_dedup_key(store: Arc<dyn Store>) {
     let repo = AlertRepo::new(store);
-    repo.create(&alert("ALR-1", "k"), vec![]).await.unwrap();
+    repo.create(&alert("ALR-1", "k"), None, vec![]).await.unwrap();
     let read = repo.get("ALR-1").await.unwrap().unwrap();
 
     let mut acked = read.value.clone();
@@ -118,8 +124,24 @@ async fn stale_alert_updates_conflict_and_resolving_frees_the_dedup_key(store: A
     let mut resolved = fresh.value.clone();
     resolved.resolve(Actor::user("u2", "bob"), Timestamp::now()).unwrap();
     repo.update(&fresh, &resolved, vec![]).await.unwrap();
-    assert!(repo.find_open("freezer", "k").await.unwrap().is_none());
-    repo.create(&alert("ALR-2", "k"), vec![]).await.expect("the key is free again");
+    assert!(repo.find_open("freezer", "k").await.unwrap().alert.is_none());
+    repo.create(&alert("ALR-2", "k"), None, vec![]).await.expect("the key is free again");
+}
+
+async fn closing_an_older_alert_leaves_the_newer_one_on_the_key(store: Arc<dyn Store>) {
+    let repo = AlertRepo::new(store);
+    repo.create(&alert("ALR-1", "k"), None, vec![]).await.unwrap();
+    let index_version = repo.find_open("freezer", "k").await.unwrap().index_version;
+    // A new episode takes over the key while ALR-1 is still open.
+    repo.create(&alert("ALR-2", "k"), index_version, vec![]).await.unwrap();
+    // A stale index version loses.
+    let err = repo.create(&alert("ALR-3", "k"), index_version, vec![]).await.unwrap_err();
+    assert!(matches!(err, RepoError::Conflict { .. }), "{err}");
+    let old = repo.get("ALR-1").await.unwrap().unwrap();
+    let mut resolved = old.value.clone();
+    resolved.resolve(Actor::System, Timestamp::now()).unwrap();
+    repo.update(&old, &resolved, vec![]).await.unwrap();
+    assert_eq!(repo.find_open("freezer", "k").await.unwrap().alert.unwrap().value.id, "ALR-2");
 }
 
 async fn incidents_are_found_by_number_and_by_channel(store: Arc<dyn Store>) {

@@ -137,6 +137,15 @@ impl Alert {
         }
     }
 
+    /// When the source last reported it (creation or the latest grouped repeat).
+    pub fn last_occurrence(&self) -> Timestamp {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|e| e.what == "triggered" || e.what == "repeated")
+            .map_or(self.created_at, |e| e.at)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.status == AlertStatus::Resolved
     }
@@ -259,6 +268,14 @@ mod tests {
             let err = a.apply(action, Actor::System, t(2)).unwrap_err();
             assert!(err.to_string().contains("new trigger opens a new alert"), "{err}");
         }
+    }
+
+    #[test]
+    fn last_occurrence_follows_repeats_not_acknowledgements() {
+        let mut a = new_alert();
+        a.repeat(Actor::source("freezer"), t(30)).unwrap();
+        a.acknowledge(Actor::user("u", "alice"), t(90)).unwrap();
+        assert_eq!(a.last_occurrence(), t(30));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! nothing.
 
 mod error;
+mod intake;
 
 pub use error::ApiError;
 
@@ -111,10 +112,17 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// Whether a route does its job in this version (the others answer 501).
+pub fn is_built(path: &str) -> bool {
+    matches!(path, "/hooks/mattermost/{source_id}" | "/hooks/particle/{source_id}")
+}
+
 fn routes_of(function: &str) -> Router<AppState> {
     ROUTES.iter().filter(|r| r.function == function).fold(Router::new(), |router, r| {
-        let handler = match r.method {
-            "GET" => get(not_built),
+        let handler = match (r.path, r.method) {
+            ("/hooks/mattermost/{source_id}", _) => post(intake::mattermost_hook),
+            ("/hooks/particle/{source_id}", _) => post(intake::particle_hook),
+            (_, "GET") => get(not_built),
             _ => post(not_built),
         };
         router.route(r.path, handler)

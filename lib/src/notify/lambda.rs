@@ -1,10 +1,19 @@
 //! The notifier Lambda's glue: SQS event in, partial batch response out.
 
 use super::batch::{JobHandler, Record, handle_batch};
+use super::outbox::{Outbox, RelayError};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use std::time::Duration;
+
+/// Jobs younger than this are left to the request that wrote them.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqsEventError {
+    #[error("the notifier was invoked with an event that is neither an SQS batch nor a schedule tick: {0}")]
+    UnknownEvent(String),
+    #[error("the outbox sweep failed: {0}; the next tick retries it")]
+    Sweep(#[from] RelayError),
     /// Lambda treats an empty `itemIdentifier` as "the whole batch failed", so a record without
     /// a message id fails the invocation explicitly instead.
     #[error("SQS record {index} has no messageId, so it cannot be reported; failing the whole batch for a retry")]
@@ -37,6 +46,25 @@ pub async fn handle_sqs_event(handler: &dyn JobHandler, event: SqsEvent) -> Resu
         response.add_failure(id);
     }
     Ok(response)
+}
+
+/// The notifier's entry point: an SQS batch (from the notify or timer queue), or an EventBridge
+/// schedule tick that sweeps the outbox.
+pub async fn handle_event(
+    handler: &dyn JobHandler,
+    outbox: &Outbox,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, SqsEventError> {
+    if event.get("Records").is_some() {
+        let sqs: SqsEvent = serde_json::from_value(event).map_err(|e| SqsEventError::UnknownEvent(e.to_string()))?;
+        let response = handle_sqs_event(handler, sqs).await?;
+        return serde_json::to_value(response).map_err(|e| SqsEventError::UnknownEvent(e.to_string()));
+    }
+    if event.get("detail-type").and_then(|d| d.as_str()) == Some("Scheduled Event") {
+        let sent = outbox.sweep(SWEEP_MIN_AGE).await?;
+        return Ok(serde_json::json!({ "swept": sent }));
+    }
+    Err(SqsEventError::UnknownEvent("expected \"Records\" or a \"Scheduled Event\"".into()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod job;
 pub mod lambda;
 pub mod notifier;
+pub mod outbox;
 pub mod routing;
 pub mod worker;
 

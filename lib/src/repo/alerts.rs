@@ -2,7 +2,7 @@
 
 use super::{RepoError, Versioned, counter, create_write, decode, update_write};
 use crate::domain::Alert;
-use crate::store::{Condition, Store, Write};
+use crate::store::{Condition, Item, Store, Write};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -35,43 +35,49 @@ impl AlertRepo {
         }
     }
 
-    /// The open (or acknowledged) alert that `source` raised under `dedup_key`, if any.
-    pub async fn find_open(&self, source: &str, dedup_key: &str) -> Result<Option<Versioned<Alert>>, RepoError> {
+    /// The open-alert index for (source, dedup key): the alert it points at, if still open, and
+    /// the index entry's version (for replacing or removing it under a condition).
+    pub async fn find_open(&self, source: &str, dedup_key: &str) -> Result<OpenLookup, RepoError> {
         let Some(pointer) = self.store.get(&open_pk(source, dedup_key), "open").await? else {
-            return Ok(None);
+            return Ok(OpenLookup::default());
         };
-        Ok(self.get(&pointer.data).await?.filter(|a| !a.value.is_closed()))
+        let alert = self.get(&pointer.data).await?.filter(|a| !a.value.is_closed());
+        Ok(OpenLookup { alert, index_version: Some(pointer.version) })
     }
 
-    /// Stores a new alert, its open-index entry and `extra` writes (its notification jobs) in one
-    /// transaction: all of them exist afterwards, or none.
-    pub async fn create(&self, alert: &Alert, extra: Vec<Write>) -> Result<(), RepoError> {
+    /// Stores a new alert, makes it the open alert for its key (the entry read as
+    /// `index_version`, or a new one), and `extra` writes (its jobs, a delivery record): all in
+    /// one transaction, so all of them exist afterwards, or none.
+    pub async fn create(&self, alert: &Alert, index_version: Option<u64>, extra: Vec<Write>) -> Result<(), RepoError> {
         let mut writes = vec![create_write(alert_pk(&alert.id), "alert", alert)];
         if !alert.is_closed() {
-            writes.push(Write::Put {
-                item: crate::store::Item::new(open_pk(&alert.source, &alert.dedup_key), "open", alert.id.clone()),
-                condition: Condition::Absent,
+            let index = Item::new(open_pk(&alert.source, &alert.dedup_key), "open", alert.id.clone());
+            writes.push(match index_version {
+                None => Write::Put { item: index, condition: Condition::Absent },
+                Some(v) => Write::Put { item: index.with_version(v + 1), condition: Condition::Version(v) },
             });
         }
         writes.extend(extra);
         self.store.transact(writes).await.map_err(|e| match e {
-            e if e.is_conflict() => RepoError::AlreadyExists {
-                what: format!("an open alert for {} / {} (or alert {})", alert.source, alert.dedup_key, alert.id),
-            },
+            e if e.is_conflict() => {
+                RepoError::Conflict { what: format!("the open alert for {} / {}", alert.source, alert.dedup_key) }
+            }
             e => e.into(),
         })
     }
 
     /// Replaces the alert read at `read.version` with `updated`, plus `extra` writes, atomically.
-    /// When the update closes the alert, its open-index entry goes too.
+    /// When the update closes the alert and the open index still points at it, the index goes
+    /// too (conditioned on its version, so a newer alert that took the key keeps it).
     pub async fn update(&self, read: &Versioned<Alert>, updated: &Alert, extra: Vec<Write>) -> Result<(), RepoError> {
         let mut writes = vec![update_write(alert_pk(&updated.id), "alert", updated, read.version)];
         if updated.is_closed() && !read.value.is_closed() {
-            writes.push(Write::Delete {
-                pk: open_pk(&updated.source, &updated.dedup_key),
-                sk: "open".into(),
-                condition: Condition::None,
-            });
+            let pk = open_pk(&updated.source, &updated.dedup_key);
+            if let Some(index) = self.store.get(&pk, "open").await?
+                && index.data == updated.id
+            {
+                writes.push(Write::Delete { pk, sk: "open".into(), condition: Condition::Version(index.version) });
+            }
         }
         writes.extend(extra);
         self.store.transact(writes).await.map_err(|e| match e {
@@ -79,4 +85,11 @@ impl AlertRepo {
             e => e.into(),
         })
     }
+}
+
+/// What the open-alert index says for one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenLookup {
+    pub alert: Option<Versioned<Alert>>,
+    pub index_version: Option<u64>,
 }

@@ -1,0 +1,219 @@
+//! The two intake routes: Mattermost outgoing webhooks and Particle webhooks.
+
+use super::{ApiError, BODY_LIMIT};
+use crate::app::AppState;
+use crate::config::{SourceConfig, SourceKind};
+use crate::ingest::apply::{IntakeError, IntakeResult, Outcome};
+use crate::ingest::mattermost::{self, Command, Encoding};
+use crate::ingest::particle::{self, Interpretation};
+use crate::ingest::verify::{self, Verdict};
+use crate::notify::routing::{EventFacts, destination};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        tracing::error!(error = %e, "intake failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+    }
+}
+
+fn source<'c>(state: &'c AppState, id: &str, kind: SourceKind) -> Result<&'c SourceConfig, ApiError> {
+    state.config.sources.iter().find(|s| s.id == id && s.kind == kind).ok_or_else(|| {
+        let known: Vec<&str> = state.config.sources.iter().filter(|s| s.kind == kind).map(|s| s.id.as_str()).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!(
+                "no {kind} source {id:?} is configured{}; check the URL, or add a [[sources]] entry with kind = \"{kind}\"",
+                if known.is_empty() { String::new() } else { format!(" (configured: {})", known.join(", ")) }
+            ),
+        )
+    })
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-www-form-urlencoded" => Ok(Encoding::Form),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type {:?} is not supported; send application/x-www-form-urlencoded or application/json",
+                if raw.is_empty() { "(none)" } else { raw }
+            ),
+        )),
+    }
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the {BODY_LIMIT}-byte limit or could not be read; send a shorter message"),
+        )
+    })
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+}
+
+fn verify(source: &SourceConfig, given: Option<&str>) -> Result<(), ApiError> {
+    match verify::check(source.token.as_ref(), given) {
+        Verdict::Accepted => Ok(()),
+        Verdict::Missing => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            format!("source {} needs its token; configure the webhook to send it", source.id),
+        )),
+        Verdict::Wrong => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_token",
+            format!("the token does not match source {}; copy it again from the configuration", source.id),
+        )),
+    }
+}
+
+fn where_it_goes(state: &AppState, event: &str, source: &str, result: &IntakeResult) -> String {
+    match destination(&state.config, &EventFacts { event, source: Some(source), urgency: result.urgency }) {
+        Ok(channel) => format!("Notifications go to `{channel}`."),
+        Err(why) => format!("It is not posted anywhere: {why}."),
+    }
+}
+
+/// The thread reply Mattermost posts under the triggering message.
+fn mattermost_reply(state: &AppState, source: &str, user: &str, result: &IntakeResult) -> String {
+    let id = result.alert_id.as_deref().unwrap_or("?");
+    let urgency = result.urgency.map(|u| u.to_string()).unwrap_or_default();
+    let text = match &result.outcome {
+        Outcome::Created => format!(
+            "Alert **{id}** raised, urgency **{urgency}**. {}",
+            where_it_goes(state, "alert.triggered", source, result)
+        ),
+        Outcome::Grouped => format!(
+            "Grouped into open alert **{id}** (now {} occurrences). {}",
+            result.occurrences,
+            where_it_goes(state, "alert.repeated", source, result)
+        ),
+        Outcome::Acknowledged => format!("Alert **{id}** acknowledged by @{user}."),
+        Outcome::Resolved => format!("Alert **{id}** resolved by @{user}."),
+        Outcome::UnknownAlert => format!("There is no alert {id}; check the id in the alert's card."),
+        Outcome::NoOpenAlert => "There is no open alert to act on.".to_string(),
+        Outcome::Refused { reason } => format!("Nothing changed: {reason}."),
+    };
+    if result.deduplicated && !matches!(result.outcome, Outcome::Grouped) {
+        format!("This post was already handled. {text}")
+    } else {
+        text
+    }
+}
+
+fn comment(status: StatusCode, text: String, extra: serde_json::Value) -> Response {
+    let mut body = json!({ "text": text, "response_type": "comment" });
+    if let (Some(b), serde_json::Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    (status, Json(body)).into_response()
+}
+
+pub async fn mattermost_hook(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let source = source(&state, &source_id, SourceKind::Mattermost)?;
+    let encoding = encoding(&headers)?;
+    let body = read_body(body).await?;
+    let hook = mattermost::parse(encoding, &body).map_err(bad_request)?;
+    verify(source, hook.token.as_deref())?;
+
+    let bot = state.config.mattermost.as_ref().and_then(|m| m.bot_user_id.as_deref());
+    if bot == Some(hook.user_id.as_str()) || source.ignore_user_ids.contains(&hook.user_id) {
+        tracing::debug!(source = %source.id, "post by an ignored user (or Klaxon's bot); nothing to do");
+        // An empty object: Mattermost posts nothing back, so there is no loop.
+        return Ok((StatusCode::OK, Json(json!({}))).into_response());
+    }
+
+    let command = mattermost::read_command(&hook.text, &hook.trigger_word, source.default_urgency);
+    match &command {
+        Command::Empty => {
+            let example = if hook.trigger_word.is_empty() {
+                "critical checkout is down".to_string()
+            } else {
+                format!("{} critical checkout is down", hook.trigger_word)
+            };
+            let message = format!("Nothing to raise: write what is wrong after the trigger word, e.g. `{example}`.");
+            let error = json!({ "error": { "code": "empty_message", "message": message } });
+            return Ok(comment(StatusCode::BAD_REQUEST, message, error));
+        }
+        Command::Act { .. } if source.chat_actions == Some(false) => {
+            let message = format!("Acknowledging and resolving from chat is turned off for source {}.", source.id);
+            let error = json!({ "error": { "code": "chat_actions_disabled", "message": message } });
+            return Ok(comment(StatusCode::FORBIDDEN, message, error));
+        }
+        _ => {}
+    }
+    let Some(event) = mattermost::to_event(source, &hook, &command, jiff::Timestamp::now()) else {
+        return Err(bad_request("the message holds nothing to act on"));
+    };
+    let result = state.intake().apply(&event).await?;
+    tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "mattermost trigger");
+    let text = mattermost_reply(&state, &source.id, &hook.user_name, &result);
+    Ok(comment(StatusCode::OK, text, json!({ "klaxon": result })))
+}
+
+fn particle_key<'a>(headers: &'a HeaderMap, query: &'a Option<String>) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|v| v.trim().to_string());
+    bearer.or_else(|| {
+        query.as_deref().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
+        })
+    })
+}
+
+pub async fn particle_hook(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let source = source(&state, &source_id, SourceKind::Particle)?;
+    verify(source, particle_key(&headers, &query).as_deref())?;
+    let encoding = encoding(&headers)?;
+    let body = read_body(body).await?;
+    let request = particle::parse(encoding, &body).map_err(bad_request)?;
+    let event = match particle::interpret(source, &request, &body, jiff::Timestamp::now()) {
+        Interpretation::Ignored(reason) => {
+            tracing::info!(source = %source.id, reason = %reason, "particle event ignored");
+            return Ok((StatusCode::OK, Json(json!({ "status": "ignored", "reason": reason }))).into_response());
+        }
+        Interpretation::Event(e) => e,
+    };
+    let result = state.intake().apply(&event).await?;
+    tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "particle event");
+    let status = match (&result.outcome, result.status) {
+        (Outcome::NoOpenAlert, _) => "no open alert".to_string(),
+        (_, Some(s)) => s.to_string(),
+        (_, None) => "unchanged".to_string(),
+    };
+    let mut body = json!({ "alert_id": result.alert_id, "status": status, "deduplicated": result.deduplicated, "occurrences": result.occurrences });
+    if let Outcome::Refused { reason } = &result.outcome {
+        body["note"] = json!(reason);
+    }
+    Ok((StatusCode::OK, Json(body)).into_response())
+}

@@ -1,0 +1,478 @@
+//! Alert intake through `klaxon serve`'s router, on the embedded store and on DynamoDB + SQS
+//! (moto): every rule of Mattermost trigger words and Particle webhooks, happy and unhappy.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use klaxon::domain::{AlertStatus, Urgency};
+use klaxon::notify::Job;
+use klaxon::queue::ReceiveOptions;
+use klaxon_tests::{TestApp, fixture};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+version = 1
+[mattermost]
+url = "https://chat.example.com"
+bot_user_id = "b0tb0tb0tb0tb0tb0tb0tb0tb0"
+webhooks = { ops = "https://chat.example.com/hooks/abc" }
+[channels.alerts]
+webhook = "ops"
+[channels.oncall]
+webhook = "ops"
+[routing]
+default = "alerts"
+[[routing.routes]]
+events = ["alert.triggered"]
+min_urgency = "critical"
+channel = "oncall"
+[[sources]]
+id = "chat"
+kind = "mattermost"
+token = "7kmxqf1b9jdzfcbj1d3u7uwqyo"
+default_urgency = "medium"
+ignore_user_ids = ["1gn0red1gn0red1gn0red1gn0r"]
+[[sources]]
+id = "quiet-chat"
+kind = "mattermost"
+token = "7kmxqf1b9jdzfcbj1d3u7uwqyo"
+chat_actions = false
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "particle-key-0123456789"
+default_urgency = "critical"
+grouping_window = "10m"
+summary_template = "{{event}} from {{coreid}}: {{data.temp}} °C"
+[[sources]]
+id = "lab"
+kind = "particle"
+insecure = true
+grouping_window = "1s"
+"#;
+
+const MM_TOKEN: &str = "7kmxqf1b9jdzfcbj1d3u7uwqyo";
+const KEY: &str = "particle-key-0123456789";
+
+async fn send(app: &TestApp, req: Request<Body>) -> (StatusCode, Value) {
+    let res = klaxon::http::all(app.state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
+}
+
+async fn post(app: &TestApp, uri: &str, content_type: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::post(uri).header("content-type", content_type).body(body.into()).unwrap();
+    send(app, req).await
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+/// A Mattermost form post like the fixture, with another post id and text.
+fn mm_form(post_id: &str, user: &str, text: &str) -> String {
+    mm_form_as(post_id, &format!("{user:0<26}")[..26], user, text)
+}
+
+fn mm_form_as(post_id: &str, user_id: &str, user: &str, text: &str) -> String {
+    serde_urlencoded::to_string([
+        ("channel_id", "4xp9fdt2pjrnbqkxhq8w1ctmhe"),
+        ("channel_name", "town-square"),
+        ("file_ids", ""),
+        ("post_id", post_id),
+        ("team_domain", "acme"),
+        ("team_id", "oiw6xsg1uigqxqzfoinhf8d3ae"),
+        ("text", text),
+        ("timestamp", "1795435200"),
+        ("token", MM_TOKEN),
+        ("trigger_word", "#alert"),
+        ("user_id", user_id),
+        ("user_name", user),
+    ])
+    .unwrap()
+}
+
+async fn particle(app: &TestApp, source: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::post(format!("/hooks/particle/{source}"))
+        .header("content-type", FORM)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(app, req).await
+}
+
+async fn queued(app: &TestApp) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let got = app.state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        jobs.extend(got.iter().map(|m| Job::parse(&m.body).unwrap()));
+    }
+    jobs
+}
+
+fn events(jobs: &[Job]) -> Vec<String> {
+    jobs.iter()
+        .map(|j| match j {
+            Job::Notify(n) => format!("{} {}", n.subject.id(), n.event),
+        })
+        .collect()
+}
+
+async fn nothing_stored(app: &TestApp) {
+    assert!(app.state.alerts().get("ALR-1").await.unwrap().is_none(), "no alert was created");
+    assert_eq!(app.state.outbox().pending().await.unwrap(), 0, "no job is pending");
+    assert!(queued(app).await.is_empty(), "no job was queued");
+}
+
+macro_rules! intake_tests {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(app) = $factory(super::CONFIG).await else { return };
+                super::$case(app).await;
+            }
+        )*
+    };
+}
+
+macro_rules! all_cases {
+    ($factory:path) => {
+        intake_tests!($factory;
+            mattermost_form_trigger_creates_an_alert_queues_its_job_and_replies_in_the_thread,
+            mattermost_json_trigger_with_ms_timestamp_works_the_same,
+            the_same_post_twice_creates_one_alert,
+            mattermost_tokens_are_checked_and_failures_change_nothing,
+            unknown_sources_and_wrong_kinds_are_404,
+            posts_by_the_bot_and_ignored_users_change_nothing,
+            malformed_mattermost_requests_get_exact_errors,
+            ack_and_resolve_from_chat_act_on_the_alert_and_say_who_was_first,
+            chat_actions_can_be_turned_off,
+            mattermost_repeats_within_the_window_are_grouped,
+            urgency_words_must_be_whole_words,
+            particle_default_form_and_product_json_create_alerts_from_templates,
+            particle_key_in_header_or_url,
+            particle_unmapped_events_are_ignored_with_200,
+            particle_repeats_group_and_redeliveries_change_nothing,
+            particle_resolve_closes_the_open_alert_or_says_there_is_none,
+            particle_alert_after_the_window_opens_a_new_alert,
+            malformed_particle_requests_get_exact_errors,
+            concurrent_triggers_for_one_key_make_one_alert);
+    };
+}
+
+mod sqlite {
+    all_cases!(klaxon_tests::embedded_app);
+}
+
+mod aws {
+    all_cases!(klaxon_tests::aws_app);
+}
+
+async fn mattermost_form_trigger_creates_an_alert_queues_its_job_and_replies_in_the_thread(app: TestApp) {
+    let (status, body) = post(&app, "/hooks/mattermost/chat", FORM, fixture("mattermost/outgoing-webhook.form")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["response_type"], "comment");
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("**ALR-1**") && text.contains("**critical**") && text.contains("`oncall`"), "{text}");
+
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.summary, "checkout returns 500s");
+    assert_eq!(alert.urgency, Urgency::Critical);
+    assert!(alert.details.starts_with("since the 12:00 deploy"), "{}", alert.details);
+    assert!(alert.details.contains("@alice in ~town-square"), "{}", alert.details);
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered"]);
+    assert_eq!(app.state.outbox().pending().await.unwrap(), 0, "relayed at once");
+}
+
+async fn mattermost_json_trigger_with_ms_timestamp_works_the_same(app: TestApp) {
+    let (status, body) = post(
+        &app,
+        "/hooks/mattermost/chat",
+        "application/json; charset=utf-8",
+        fixture("mattermost/outgoing-webhook.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["klaxon"]["alert_id"], "ALR-1");
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.summary, "checkout returns 500s");
+}
+
+async fn the_same_post_twice_creates_one_alert(app: TestApp) {
+    let form = fixture("mattermost/outgoing-webhook.form");
+    post(&app, "/hooks/mattermost/chat", FORM, form.clone()).await;
+    let (status, body) = post(&app, "/hooks/mattermost/chat", FORM, form).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body["text"].as_str().unwrap();
+    assert!(text.starts_with("This post was already handled.") && text.contains("ALR-1"), "{text}");
+    assert_eq!(body["klaxon"]["deduplicated"], true);
+    assert!(app.state.alerts().get("ALR-2").await.unwrap().is_none());
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.occurrences, 1);
+    assert_eq!(queued(&app).await.len(), 1);
+}
+
+async fn mattermost_tokens_are_checked_and_failures_change_nothing(app: TestApp) {
+    let good = String::from_utf8(fixture("mattermost/outgoing-webhook.form")).unwrap();
+    let wrong = good.replace(MM_TOKEN, "7kmxqf1b9jdzfcbj1d3u7uwqyX");
+    let (status, body) = post(&app, "/hooks/mattermost/chat", FORM, wrong).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("wrong_token")));
+    let missing = good.replace(&format!("&token={MM_TOKEN}"), "");
+    let (status, body) = post(&app, "/hooks/mattermost/chat", FORM, missing).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+    assert!(!body.to_string().contains(MM_TOKEN), "errors never echo the token");
+    nothing_stored(&app).await;
+}
+
+async fn unknown_sources_and_wrong_kinds_are_404(app: TestApp) {
+    let form = fixture("mattermost/outgoing-webhook.form");
+    let (status, body) = post(&app, "/hooks/mattermost/nope", FORM, form.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "unknown_source");
+    assert!(body["error"]["message"].as_str().unwrap().contains("configured: chat, quiet-chat"), "{body}");
+    let (status, _) = post(&app, "/hooks/mattermost/freezer", FORM, form).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a Particle source is not a Mattermost source");
+    let (status, _) = particle(&app, "chat", "event=ALERT").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    nothing_stored(&app).await;
+}
+
+async fn posts_by_the_bot_and_ignored_users_change_nothing(app: TestApp) {
+    for user in ["b0tb0tb0tb0tb0tb0tb0tb0tb0", "1gn0red1gn0red1gn0red1gn0r"] {
+        let body = mm_form_as("p-loop", user, "klaxon", "#alert critical loop");
+        let (status, json) = post(&app, "/hooks/mattermost/chat", FORM, body).await;
+        assert_eq!(
+            (status, json.clone()),
+            (StatusCode::OK, json!({})),
+            "an empty object makes Mattermost post nothing"
+        );
+    }
+    nothing_stored(&app).await;
+}
+
+async fn malformed_mattermost_requests_get_exact_errors(app: TestApp) {
+    let (status, body) = post(&app, "/hooks/mattermost/chat", "text/plain", "hello").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+    );
+    let (status, body) = post(&app, "/hooks/mattermost/chat", JSON, "{\"post_id\":").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("JSON body"), "{body}");
+    let (status, body) =
+        post(&app, "/hooks/mattermost/chat", FORM, format!("token={MM_TOKEN}&user_id=u&text=%23alert+x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("post_id"), "{body}");
+    let (status, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("p-empty", "alice", "#alert")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "empty_message");
+    assert_eq!(body["response_type"], "comment", "the person who typed it sees why in the thread");
+    let req = Request::post("/hooks/mattermost/chat")
+        .header("content-type", FORM)
+        .header("content-length", (klaxon::http::BODY_LIMIT + 1).to_string())
+        .body(Body::from(vec![b'a'; klaxon::http::BODY_LIMIT + 1]))
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    nothing_stored(&app).await;
+}
+
+async fn ack_and_resolve_from_chat_act_on_the_alert_and_say_who_was_first(app: TestApp) {
+    post(&app, "/hooks/mattermost/chat", FORM, mm_form("p1", "alice", "#alert high disk full on db-2")).await;
+    let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("p2", "bob", "#alert ack alr-1")).await;
+    assert_eq!(body["text"], "Alert **ALR-1** acknowledged by @bob.");
+    let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("p3", "carol", "#alert ack ALR-1")).await;
+    let text = body["text"].as_str().unwrap();
+    assert!(text.starts_with("Nothing changed: cannot acknowledge alert ALR-1") && text.contains("@bob"), "{text}");
+    let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("p4", "carol", "#alert resolve ALR-1")).await;
+    assert_eq!(body["text"], "Alert **ALR-1** resolved by @carol.");
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.status, AlertStatus::Resolved);
+    let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("p5", "dan", "#alert resolve ALR-99")).await;
+    assert!(body["text"].as_str().unwrap().contains("no alert ALR-99"), "{body}");
+    assert_eq!(
+        events(&queued(&app).await),
+        ["ALR-1 alert.triggered", "ALR-1 alert.acknowledged", "ALR-1 alert.resolved"],
+        "one job per change, in order"
+    );
+}
+
+async fn chat_actions_can_be_turned_off(app: TestApp) {
+    post(&app, "/hooks/mattermost/quiet-chat", FORM, mm_form("q1", "alice", "#alert db down")).await;
+    let (status, body) =
+        post(&app, "/hooks/mattermost/quiet-chat", FORM, mm_form("q2", "bob", "#alert resolve ALR-1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "chat_actions_disabled");
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.status, AlertStatus::Open);
+}
+
+async fn mattermost_repeats_within_the_window_are_grouped(app: TestApp) {
+    post(&app, "/hooks/mattermost/chat", FORM, mm_form("g1", "alice", "#alert Checkout is slow")).await;
+    let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("g2", "bob", "#alert checkout  is SLOW")).await;
+    let text = body["text"].as_str().unwrap();
+    assert!(text.starts_with("Grouped into open alert **ALR-1** (now 2 occurrences)."), "{text}");
+    assert!(app.state.alerts().get("ALR-2").await.unwrap().is_none());
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered", "ALR-1 alert.repeated"]);
+}
+
+async fn urgency_words_must_be_whole_words(app: TestApp) {
+    post(&app, "/hooks/mattermost/chat", FORM, mm_form("u1", "alice", "#alert slow response on the highway")).await;
+    post(&app, "/hooks/mattermost/chat", FORM, mm_form("u2", "alice", "#alert sev2 payments lagging")).await;
+    let first = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(
+        (first.urgency, first.summary.as_str()),
+        (Urgency::Medium, "slow response on the highway"),
+        "source default"
+    );
+    let second = app.state.alerts().get("ALR-2").await.unwrap().unwrap().value;
+    assert_eq!((second.urgency, second.summary.as_str()), (Urgency::High, "payments lagging"));
+}
+
+async fn particle_default_form_and_product_json_create_alerts_from_templates(app: TestApp) {
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", FORM)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("user-agent", "ParticleBot/1.1 (https://docs.particle.io/webhooks)")
+        .body(Body::from(fixture("particle/default.form")))
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"alert_id": "ALR-1", "status": "open", "deduplicated": false, "occurrences": 1}));
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.summary, "ALERT from e00fce68f0a0c9b1d2e3f4a5: -3.5 °C");
+    assert_eq!(alert.dedup_key, "e00fce68f0a0c9b1d2e3f4a5:alert");
+    assert_eq!(alert.urgency, Urgency::Critical);
+
+    let product = String::from_utf8(fixture("particle/product.json")).unwrap().replace("e00fce68", "f11fce68");
+    let req = Request::post(format!("/hooks/particle/freezer?key={KEY}"))
+        .header("content-type", JSON)
+        .body(Body::from(product))
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!((status, body["alert_id"].as_str()), (StatusCode::OK, Some("ALR-2")), "{body}");
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered", "ALR-2 alert.triggered"]);
+}
+
+async fn particle_key_in_header_or_url(app: TestApp) {
+    let body = fixture("particle/default.form");
+    let req = |uri: String, auth: Option<&str>| {
+        let mut b = Request::post(uri).header("content-type", FORM);
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Body::from(body.clone())).unwrap()
+    };
+    let (status, json) = send(&app, req("/hooks/particle/freezer".into(), None)).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+    let (status, _) = send(&app, req("/hooks/particle/freezer?key=wrong".into(), None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send(&app, req("/hooks/particle/freezer".into(), Some("Bearer wrong-key-0123456789"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    nothing_stored(&app).await;
+    let (status, _) = send(&app, req(format!("/hooks/particle/freezer?key={KEY}"), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = send(&app, req("/hooks/particle/freezer".into(), Some(&format!("Bearer {KEY}")))).await;
+    assert_eq!((status, json["deduplicated"].as_bool()), (StatusCode::OK, Some(true)), "same body again: a redelivery");
+}
+
+async fn particle_unmapped_events_are_ignored_with_200(app: TestApp) {
+    let (status, body) =
+        particle(&app, "freezer", "event=ALERTS&data=x&coreid=d1&published_at=2026-11-23T12%3A00%3A00Z").await;
+    assert_eq!(status, StatusCode::OK, "never 4xx: Particle throttles the whole hostname on errors");
+    assert_eq!(body["status"], "ignored");
+    assert!(body["reason"].as_str().unwrap().contains("\"ALERTS\" is not mapped"), "{body}");
+    nothing_stored(&app).await;
+}
+
+async fn particle_repeats_group_and_redeliveries_change_nothing(app: TestApp) {
+    let at =
+        |t: &str| format!("event=ALERT&data=%7B%22temp%22%3A-2%7D&coreid=dev7&published_at=2026-11-23T12%3A0{t}%3A00Z");
+    particle(&app, "freezer", &at("0")).await;
+    let (_, body) = particle(&app, "freezer", &at("1")).await;
+    assert_eq!(body, json!({"alert_id": "ALR-1", "status": "open", "deduplicated": true, "occurrences": 2}));
+    // The same delivery again (identical body): nothing changes.
+    let (_, body) = particle(&app, "freezer", &at("1")).await;
+    assert_eq!((body["deduplicated"].as_bool(), body["occurrences"].as_u64()), (Some(true), Some(2)));
+    // With PARTICLE_EVENT_ID in the body, the id decides even if other fields differ.
+    let with_id = |t: &str| format!("{}&PARTICLE_EVENT_ID=ev-42", at(t));
+    let (_, body) = particle(&app, "freezer", &with_id("2")).await;
+    assert_eq!(body["occurrences"], 3);
+    let (_, body) = particle(&app, "freezer", &with_id("3")).await;
+    assert_eq!((body["deduplicated"].as_bool(), body["occurrences"].as_u64()), (Some(true), Some(3)));
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.occurrences, 3);
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered", "ALR-1 alert.repeated", "ALR-1 alert.repeated"]);
+}
+
+async fn particle_resolve_closes_the_open_alert_or_says_there_is_none(app: TestApp) {
+    let (status, body) = particle(&app, "freezer", "event=RESOLVE&coreid=dev7&published_at=t0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"alert_id": null, "status": "no open alert", "deduplicated": false, "occurrences": 0}));
+    particle(&app, "freezer", "event=ALERT&coreid=dev7&published_at=t1").await;
+    particle(&app, "freezer", "event=ALERT&coreid=other&published_at=t1").await;
+    let (_, body) = particle(&app, "freezer", "event=RESOLVE&coreid=dev7&published_at=t2").await;
+    assert_eq!((body["alert_id"].as_str(), body["status"].as_str()), (Some("ALR-1"), Some("resolved")));
+    assert_eq!(
+        app.state.alerts().get("ALR-2").await.unwrap().unwrap().value.status,
+        AlertStatus::Open,
+        "another device's alert"
+    );
+    let (_, body) = particle(&app, "freezer", "event=RESOLVE&coreid=dev7&published_at=t3").await;
+    assert_eq!(body["status"], "no open alert");
+}
+
+async fn particle_alert_after_the_window_opens_a_new_alert(app: TestApp) {
+    particle(&app, "lab", "event=ALERT&coreid=dev1&published_at=a").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (_, body) = particle(&app, "lab", "event=ALERT&coreid=dev1&published_at=b").await;
+    assert_eq!((body["alert_id"].as_str(), body["deduplicated"].as_bool()), (Some("ALR-2"), Some(false)));
+    let (_, body) = particle(&app, "lab", "event=RESOLVE&coreid=dev1&published_at=c").await;
+    assert_eq!(body["alert_id"], "ALR-2", "the newest episode holds the key");
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.status, AlertStatus::Open);
+}
+
+async fn malformed_particle_requests_get_exact_errors(app: TestApp) {
+    let (status, body) = particle(&app, "freezer", "data=x&coreid=d1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("field event"), "{body}");
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", "text/plain")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from("event=ALERT"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", JSON)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from("[\"ALERT\"]"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST);
+    let (status, _) = particle(&app, "no-such-source", "event=ALERT").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    nothing_stored(&app).await;
+}
+
+async fn concurrent_triggers_for_one_key_make_one_alert(app: TestApp) {
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let state = app.state.clone();
+            tokio::spawn(async move {
+                let req = Request::post("/hooks/particle/freezer")
+                    .header("content-type", FORM)
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .body(Body::from(format!("event=ALERT&coreid=race&published_at=t{i}")))
+                    .unwrap();
+                klaxon::http::all(state).oneshot(req).await.unwrap().status()
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    let open = app.state.alerts().find_open("freezer", "race:alert").await.unwrap().alert.unwrap().value;
+    assert_eq!(open.occurrences, 6, "every trigger counted once, in one alert");
+    assert_eq!(queued(&app).await.len(), 6);
+}
