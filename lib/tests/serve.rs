@@ -163,20 +163,32 @@ token = "${KLAXON_TEST_MM_TOKEN}"
     assert!(server.stdout_head.contains("https://klaxon.example.com/hooks/particle/freezer"), "{}", server.stdout_head);
     assert!(server.stdout_head.contains("https://klaxon.example.com/hooks/mattermost/chat"), "{}", server.stdout_head);
     let client = reqwest::Client::new();
-    let _ = client
+    let accepted = client
         .post(format!("{}/hooks/particle/freezer?key=PARTICLE-SECRET-KEY-1234", server.url))
-        .header("authorization", "Bearer PARTICLE-SECRET-KEY-1234")
-        .body("event=ALERT&data=x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("event=ALERT&data=x&coreid=d1")
         .send()
         .await
         .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let refused = client
+        .post(format!("{}/hooks/particle/freezer", server.url))
+        .header("authorization", "Bearer PARTICLE-SECRET-KEY-9999")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("event=ALERT&data=x&coreid=d1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     let head = server.stdout_head.clone();
     let (ok, stderr) = interrupt(server);
     assert!(ok);
-    for secret in ["PARTICLE-SECRET-KEY-1234", "mm-token-from-env"] {
+    for secret in ["PARTICLE-SECRET-KEY", "mm-token-from-env"] {
         assert!(!head.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{head}\n{stderr}");
     }
     assert!(stderr.contains("/hooks/particle/{source_id}"), "requests are logged by route: {stderr}");
+    assert!(stderr.contains("particle event") && stderr.contains("alert_id=Some(\"ALR-1\")"), "{stderr}");
+    assert!(stderr.contains("request refused") && stderr.contains("wrong_token"), "refusals are logged: {stderr}");
 }
 
 #[test]

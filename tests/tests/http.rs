@@ -45,7 +45,7 @@ async fn healthz_reports_ok_and_the_storage_kind() {
 #[tokio::test]
 async fn every_unbuilt_route_answers_501_with_a_json_error_and_stores_nothing() {
     let (state, _dir) = embedded();
-    for r in ROUTES {
+    for r in ROUTES.iter().filter(|r| !klaxon::http::is_built(r.path)) {
         let uri = r.path.replace("{source_id}", "freezer");
         let body = Body::from("token=abc&text=%23alert+critical+db+down&post_id=p1");
         let (status, json) = call(klaxon::http::all(state.clone()), r.method, &uri, body).await;
@@ -72,12 +72,14 @@ async fn unknown_paths_get_a_json_404_that_lists_the_real_routes() {
 #[tokio::test]
 async fn each_function_serves_only_its_own_routes() {
     let (state, _dir) = embedded();
-    let (status, _) =
+    // No such route in this function: the router's 404.
+    let (status, json) =
         call(klaxon::http::mattermost_webhook(state.clone()), "POST", "/hooks/particle/x", Body::empty()).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) =
+    assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    // The route exists here; the source does not.
+    let (status, json) =
         call(klaxon::http::particle_webhook(state.clone()), "POST", "/hooks/particle/x", Body::empty()).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_source")));
     let (status, _) = call(klaxon::http::chatops(state.clone()), "POST", "/chatops/command", Body::empty()).await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
     for router in [klaxon::http::mattermost_webhook(state.clone()), klaxon::http::chatops(state)] {

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 /// Mattermost posts are at most 16383 characters, Particle events a few KB; 256 KiB leaves room
 /// for form encoding and refuses anything else early.
@@ -136,11 +136,17 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::from_fn(limit_declared_body))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            // The route template, never the URI: query strings may carry keys.
-            let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |m| m.as_str()).to_string();
-            tracing::info_span!("request", method = %req.method(), route = %route)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // The route template, never the URI: query strings may carry keys.
+                    let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", |m| m.as_str()).to_string();
+                    tracing::info_span!("request", method = %req.method(), route = %route)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .on_failure(()),
+        )
         .with_state(state)
 }
 

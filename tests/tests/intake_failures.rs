@@ -1,0 +1,155 @@
+//! What intake does when the store or the queue fails: the caller gets a 5xx and nothing
+//! half-exists, or the alert is accepted and its job waits in the outbox until the sweep.
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use klaxon::app::AppState;
+use klaxon::notify::outbox::Outbox;
+use klaxon::queue::{OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage};
+use klaxon::store::{Condition, Item, Store, StoreError, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const CONFIG: &str = "version = 1\n[[sources]]\nid = \"freezer\"\nkind = \"particle\"\ninsecure = true\n";
+
+/// A store whose transactions fail (the disk is full, DynamoDB throttles, ...).
+struct FailingWrites(Arc<dyn Store>);
+
+#[async_trait]
+impl Store for FailingWrites {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.0.get(pk, sk).await
+    }
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        self.0.put(item, condition).await
+    }
+    async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
+        self.0.delete(pk, sk, condition).await
+    }
+    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+        self.0.query_prefix(pk, prefix, limit).await
+    }
+    async fn transact(&self, _writes: Vec<Write>) -> Result<(), StoreError> {
+        Err(StoreError::Backend { backend: "test store", message: "disk full".into() })
+    }
+}
+
+/// A queue that is down.
+struct DownQueue;
+
+#[async_trait]
+impl Queue for DownQueue {
+    fn kind(&self) -> QueueKind {
+        QueueKind::Fifo
+    }
+    async fn send(&self, _m: OutgoingMessage) -> Result<(), QueueError> {
+        Err(QueueError::Backend { backend: "test queue", message: "connection refused".into() })
+    }
+    async fn receive(&self, _o: ReceiveOptions) -> Result<Vec<ReceivedMessage>, QueueError> {
+        Ok(vec![])
+    }
+    async fn delete(&self, _r: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+async fn alert(state: &AppState, body: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = klaxon::http::all(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+async fn queued(queue: &Arc<dyn Queue>) -> usize {
+    queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_failed_write_answers_503_and_leaves_nothing_behind() {
+    let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
+    let real = app.state.clone();
+    let mut broken = real.clone();
+    broken.store = Arc::new(FailingWrites(real.store.clone()));
+    let body = "event=ALERT&coreid=d1&published_at=t1&PARTICLE_EVENT_ID=ev-1";
+
+    let (status, json) = alert(&broken, body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["error"]["code"], "store_unavailable");
+    assert!(json["error"]["message"].as_str().unwrap().contains("nothing was recorded"), "{json}");
+    assert!(real.alerts().find_open("freezer", "d1:alert").await.unwrap().alert.is_none());
+    assert_eq!(real.outbox().pending().await.unwrap(), 0);
+    assert_eq!(queued(&real.notify_queue).await, 0);
+
+    // Particle retries the same event: with the store back, it is accepted as new, not as a duplicate.
+    let (status, json) = alert(&real, body).await;
+    assert_eq!((status, json["deduplicated"].as_bool()), (StatusCode::OK, Some(false)), "{json}");
+    assert_eq!(queued(&real.notify_queue).await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_dynamodb_table_answers_503_and_queues_nothing() {
+    let Some(app) = klaxon_tests::aws_app(CONFIG).await else { return };
+    let mut state = app.state.clone();
+    let endpoint = klaxon_tests::aws_endpoint().unwrap();
+    let sdk = klaxon_tests::aws_sdk_config(&endpoint).await;
+    state.store =
+        Arc::new(klaxon::store::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "no-such-table"));
+    let (status, json) = alert(&state, "event=ALERT&coreid=d1&published_at=t1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert_eq!(queued(&app.state.notify_queue).await, 0);
+}
+
+#[tokio::test]
+async fn with_the_queue_down_the_alert_is_accepted_and_the_sweep_queues_its_job_later() {
+    let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
+    let real = app.state.clone();
+    let mut degraded = real.clone();
+    degraded.notify_queue = Arc::new(DownQueue);
+
+    let (status, json) = alert(&degraded, "event=ALERT&coreid=d1&published_at=t1").await;
+    assert_eq!((status, json["alert_id"].as_str()), (StatusCode::OK, Some("ALR-1")), "accepted: the job is durable");
+    let (_, json) = alert(&degraded, "event=ALERT&coreid=d1&published_at=t2").await;
+    assert_eq!(json["occurrences"], 2);
+    assert_eq!(real.outbox().pending().await.unwrap(), 2, "both jobs wait in the outbox");
+    assert_eq!(queued(&real.notify_queue).await, 0);
+
+    // Young jobs are left to their request; old enough ones are swept, in order.
+    let outbox = Outbox::new(real.store.clone(), real.notify_queue.clone());
+    assert_eq!(outbox.sweep(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(outbox.sweep(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(real.outbox().pending().await.unwrap(), 0);
+    let jobs = real.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+    let ids: Vec<_> = jobs.iter().map(|m| klaxon::notify::Job::parse(&m.body).unwrap().id().to_string()).collect();
+    assert_eq!(ids, ["ALR-1#000001", "ALR-1#000002"]);
+}
+
+#[tokio::test]
+async fn the_notifier_lambda_sweeps_the_outbox_on_a_schedule_tick() {
+    let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
+    let mut degraded = app.state.clone();
+    degraded.notify_queue = Arc::new(DownQueue);
+    alert(&degraded, "event=ALERT&coreid=d1&published_at=t1").await;
+
+    let tick: serde_json::Value = serde_json::from_slice(&klaxon_tests::fixture("events/schedule-tick.json")).unwrap();
+    let outbox = app.state.outbox();
+    // The job is younger than the Lambda sweep's minimum age, so this tick leaves it alone...
+    let out = klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, tick.clone()).await.unwrap();
+    assert_eq!(out, serde_json::json!({"swept": 0}));
+    // ...and an unknown event is refused with a reason.
+    let err =
+        klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, serde_json::json!({"hello": 1})).await;
+    assert!(err.unwrap_err().to_string().contains("neither an SQS batch nor a schedule tick"));
+    // An SQS batch (its jobs are about ALR-1, which exists) goes to the batch handler.
+    let sqs: serde_json::Value = serde_json::from_slice(&klaxon_tests::fixture("events/sqs-fifo-notify.json")).unwrap();
+    let out = klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, sqs).await.unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    for job in ["ALR-1:triggered", "ALR-1:acknowledged", "ALR-1:resolved"] {
+        assert!(app.state.deliveries().get(job).await.unwrap().is_some(), "{job} was handled");
+    }
+}
