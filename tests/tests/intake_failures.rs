@@ -126,7 +126,7 @@ async fn with_the_queue_down_the_alert_is_accepted_and_the_sweep_queues_its_job_
     assert_eq!(real.outbox().pending().await.unwrap(), 0);
     let jobs = real.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
     let ids: Vec<_> = jobs.iter().map(|m| klaxon::notify::Job::parse(&m.body).unwrap().id().to_string()).collect();
-    assert_eq!(ids, ["ALR-1#000001", "ALR-1#000002"]);
+    assert_eq!(ids, ["ALR-1#0000000001", "ALR-1#0000000002"]);
 }
 
 #[tokio::test]

@@ -109,6 +109,10 @@ pub struct Alert {
     pub status: AlertStatus,
     /// How many times the source reported it: 1 on creation, +1 per grouped repeat.
     pub occurrences: u32,
+    /// 1 on creation, +1 per change of any kind (repeats included): orders and names the
+    /// notifications an alert produces.
+    #[serde(default)]
+    pub revision: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +133,7 @@ impl Alert {
             urgency: new.urgency,
             status: AlertStatus::Open,
             occurrences: 1,
+            revision: 1,
             created_at: at,
             updated_at: at,
             acknowledged_by: None,
@@ -150,11 +155,27 @@ impl Alert {
         self.status == AlertStatus::Resolved
     }
 
-    /// The source reported the same problem again: count it, keep one alert.
+    /// The source reported the same problem again: count it, keep one alert. Consecutive
+    /// repeats share one timeline entry (its time and note follow the latest), so a device that
+    /// reports every minute for a week does not grow its alert without bound.
     pub fn repeat(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
         self.check(AlertAction::Repeat)?;
         self.occurrences = self.occurrences.saturating_add(1);
-        self.record(actor, at, "repeated");
+        let note = Some(format!("{} occurrences", self.occurrences));
+        match self.timeline.last_mut() {
+            Some(last) if last.what == "repeated" => {
+                let at = at.max(self.updated_at);
+                self.updated_at = at;
+                self.revision += 1;
+                *last = TimelineEntry { at, actor, what: "repeated".into(), note };
+            }
+            _ => {
+                self.record(actor, at, "repeated");
+                if let Some(last) = self.timeline.last_mut() {
+                    last.note = note;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -198,6 +219,7 @@ impl Alert {
         // Clocks on different Lambdas may disagree slightly; never let time run backwards.
         let at = at.max(self.updated_at);
         self.updated_at = at;
+        self.revision += 1;
         self.timeline.push(TimelineEntry::new(at, actor, what));
     }
 }
@@ -271,6 +293,22 @@ mod tests {
     }
 
     #[test]
+    fn consecutive_repeats_share_one_timeline_entry() {
+        let mut a = new_alert();
+        for i in 1..=500 {
+            a.repeat(Actor::source("freezer"), t(i)).unwrap();
+        }
+        assert_eq!(a.occurrences, 501);
+        assert_eq!(a.revision, 501);
+        assert_eq!(a.timeline.len(), 2);
+        assert_eq!(a.timeline[1].note.as_deref(), Some("501 occurrences"));
+        a.acknowledge(Actor::user("u", "alice"), t(600)).unwrap();
+        a.repeat(Actor::source("freezer"), t(601)).unwrap();
+        let whats: Vec<_> = a.timeline.iter().map(|e| e.what.as_str()).collect();
+        assert_eq!(whats, ["triggered", "repeated", "acknowledged", "repeated"]);
+    }
+
+    #[test]
     fn last_occurrence_follows_repeats_not_acknowledgements() {
         let mut a = new_alert();
         a.repeat(Actor::source("freezer"), t(30)).unwrap();
@@ -321,8 +359,11 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(a.timeline.len(), accepted + 1);
+            prop_assert_eq!(a.revision, accepted as u64 + 1, "every accepted change is one revision");
             prop_assert_eq!(a.occurrences, 1 + repeats);
+            let non_repeats = accepted - repeats as usize;
+            prop_assert!(a.timeline.len() <= 2 * non_repeats + 2, "repeats collapse: {} entries", a.timeline.len());
+            prop_assert!(a.timeline.windows(2).all(|w| !(w[0].what == "repeated" && w[1].what == "repeated")));
             prop_assert_eq!(a.acknowledged_by.is_some(), a.timeline.iter().any(|e| e.what == "acknowledged"));
             prop_assert_eq!(a.resolved_by.is_some(), a.status == AlertStatus::Resolved);
             prop_assert!(a.timeline.windows(2).all(|w| w[0].at <= w[1].at));

@@ -208,7 +208,7 @@ impl Intake {
     /// The job announcing this change, and the delivery's "seen" record.
     fn extra_writes(&self, event: &AlertEvent, alert: &Alert, result: &IntakeResult) -> Vec<Write> {
         let job = Job::Notify(NotifyJob {
-            job_id: format!("{}#{:06}", alert.id, alert.timeline.len()),
+            job_id: format!("{}#{:010}", alert.id, alert.revision),
             event: event_name(event.kind, &result.outcome).to_string(),
             subject: Subject::Alert { id: alert.id.clone() },
             at: event.at,

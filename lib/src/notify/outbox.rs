@@ -4,7 +4,7 @@
 //! comes in. A relay right after the write sends them at once; the periodic sweep sends whatever
 //! a relay could not.
 //!
-//! Items: pk `outbox`, sk = job id (`ALR-12#000003`), so one subject's jobs sort in order.
+//! Items: pk `outbox`, sk = job id (`ALR-12#0000000003`, the alert id and its revision), so one subject's jobs sort in order.
 
 use super::job::Job;
 use crate::queue::{Queue, QueueError};
