@@ -90,7 +90,8 @@ pub struct MattermostConfig {
     /// The bot account's access token (REST API v4): needed for buttons, threads, in-place updates
     /// and incident channels.
     pub bot_token: Option<Secret>,
-    /// The bot's user id, for loop protection. Looked up with `GET /users/me` when absent.
+    /// The bot's user id, for loop protection: posts by it never raise alerts. Required with a
+    /// bot token and a Mattermost source.
     pub bot_user_id: Option<String>,
     /// The team incident channels are created in.
     pub team_id: Option<String>,

@@ -151,6 +151,13 @@ webhook = "missing"
 }
 
 #[test]
+fn a_bot_with_a_mattermost_source_needs_its_user_id_for_loop_protection() {
+    let without = EXAMPLE.replace("bot_user_id = \"6zn1q4rd5ibzjgpgxysi5jyrra\"", "");
+    let err = Config::from_toml(&without, "t", &env_all).unwrap_err();
+    assert!(err.to_string().contains("mattermost.bot_user_id: missing"), "{err}");
+}
+
+#[test]
 fn aws_storage_needs_its_table_and_the_right_queue_kinds() {
     let text = "version = 1\n[storage]\nbackend = \"aws\"\nnotify_queue_url = \"https://sqs/q\"\ntimer_queue_url = \"https://sqs/t.fifo\"\n";
     let i = issues(text);
