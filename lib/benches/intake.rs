@@ -73,41 +73,28 @@ fn benches(c: &mut Criterion) {
             async move { call(&state, "/hooks/mattermost/chat", "application/x-www-form-urlencoded", None, body).await }
         })
     });
-    intake.bench_function("particle_alert_new_alert", |b| {
-        b.to_async(&rt).iter(|| {
-            let i = n.fetch_add(1, Ordering::Relaxed);
-            let body = particle_json.replace("e00fce68", &format!("dev{i:08}"));
-            let state = state.clone();
-            async move {
-                call(
-                    &state,
-                    "/hooks/particle/freezer",
-                    "application/json",
-                    Some("Bearer particle-key-0123456789"),
-                    body,
-                )
-                .await
-            }
-        })
-    });
-    intake.bench_function("particle_alert_grouped_repeat", |b| {
-        b.to_async(&rt).iter(|| {
-            let i = n.fetch_add(1, Ordering::Relaxed);
-            // Same device and event, a new publish time: one more occurrence of one alert.
-            let body = particle_json.replace("12:00:00.000Z", &format!("12:00:00.{i:09}Z"));
-            let state = state.clone();
-            async move {
-                call(
-                    &state,
-                    "/hooks/particle/freezer",
-                    "application/json",
-                    Some("Bearer particle-key-0123456789"),
-                    body,
-                )
-                .await
-            }
-        })
-    });
+    let mut particle = |name: &str, vary: &dyn Fn(&str, u64) -> String| {
+        intake.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let body = vary(&particle_json, n.fetch_add(1, Ordering::Relaxed));
+                let state = state.clone();
+                async move {
+                    call(
+                        &state,
+                        "/hooks/particle/freezer",
+                        "application/json",
+                        Some("Bearer particle-key-0123456789"),
+                        body,
+                    )
+                    .await
+                }
+            })
+        });
+    };
+    // A new device each time: a new alert every call.
+    particle("particle_alert_new_alert", &|json, i| json.replace("e00fce68", &format!("dev{i:08}")));
+    // Same device and event, a new publish time: one more occurrence of one alert.
+    particle("particle_alert_grouped_repeat", &|json, i| json.replace("12:00:00.000Z", &format!("12:00:00.{i:09}Z")));
     intake.finish();
 }
 

@@ -244,3 +244,78 @@ async fn logs_are_json_lines_with_structured_fields_under_lambda() {
     }
     assert!(lines.iter().any(|l| l.contains("\"worker\":\"notify\"")), "structured fields are JSON keys: {stderr}");
 }
+
+/// `klaxon serve` with `backend = "aws"`, against moto (started by tests/run.sh).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_on_dynamodb_and_sqs_when_configured() {
+    let endpoint = match std::env::var("KLAXON_TEST_AWS_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("KLAXON_TEST_AWS_ENDPOINT is not set but CI=true")
+        }
+        _ => return eprintln!("notice: KLAXON_TEST_AWS_ENDPOINT is not set, skipping the AWS serve test"),
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "serve-test"))
+        .load()
+        .await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let table = format!("klaxon-serve-{suffix}");
+    klaxon::store::dynamodb::DynamoStore::create_table(&dynamo, &table).await.unwrap();
+    let (notify, _) =
+        klaxon::queue::sqs::SqsQueue::create_with_dead_letter(&sqs, &format!("serve-{suffix}.fifo"), 5).await.unwrap();
+    let (timer, _) =
+        klaxon::queue::sqs::SqsQueue::create_with_dead_letter(&sqs, &format!("serve-t-{suffix}"), 5).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("klaxon.toml"),
+        format!(
+            "version = 1\n[storage]\nbackend = \"aws\"\ntable = \"{table}\"\nnotify_queue_url = \"{notify}\"\ntimer_queue_url = \"{timer}\"\n\
+             [[sources]]\nid = \"freezer\"\nkind = \"particle\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let server = start_with_env(dir.path(), &[], &env);
+    assert!(server.stdout_head.contains(&format!("storage: DynamoDB table {table}")), "{}", server.stdout_head);
+    let res = reqwest::Client::new()
+        .post(format!("{}/hooks/particle/freezer", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("event=ALERT&coreid=dev1&published_at=t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let store = klaxon::store::dynamodb::DynamoStore::new(dynamo, table);
+    let state = AppState {
+        config: std::sync::Arc::new(Config::empty()),
+        store: std::sync::Arc::new(store),
+        notify_queue: std::sync::Arc::new(klaxon::queue::sqs::SqsQueue::new(sqs.clone(), notify)),
+        timer_queue: std::sync::Arc::new(klaxon::queue::sqs::SqsQueue::new(sqs, timer)),
+        storage: klaxon::app::StorageDescription::Aws { table: "t".into() },
+    };
+    assert_eq!(state.alerts().get("ALR-1").await.unwrap().map(|a| a.value.summary), Some("ALERT from dev1".into()));
+    let mut record = None;
+    for _ in 0..100 {
+        record = state.deliveries().get("ALR-1#0000000001").await.unwrap();
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(record.is_some(), "the in-process notifier took the job from SQS");
+    let (ok, stderr) = interrupt(server);
+    assert!(ok, "{stderr}");
+}

@@ -36,13 +36,14 @@ pub struct OutgoingWebhook {
     pub file_ids: String,
 }
 
+/// The wire shape; `T` is the timestamp's type: seconds as text in a form, ms as a number in JSON.
 #[derive(Debug, Deserialize)]
-struct FormBody {
+struct Raw<T> {
     token: Option<String>,
     team_id: Option<String>,
     channel_id: Option<String>,
     channel_name: Option<String>,
-    timestamp: Option<String>,
+    timestamp: Option<T>,
     user_id: Option<String>,
     user_name: Option<String>,
     post_id: Option<String>,
@@ -51,19 +52,22 @@ struct FormBody {
     file_ids: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct JsonBody {
-    token: Option<String>,
-    team_id: Option<String>,
-    channel_id: Option<String>,
-    channel_name: Option<String>,
-    timestamp: Option<i64>,
-    user_id: Option<String>,
-    user_name: Option<String>,
-    post_id: Option<String>,
-    text: Option<String>,
-    trigger_word: Option<String>,
-    file_ids: Option<String>,
+impl<T> Raw<T> {
+    fn with_timestamp<U>(self, timestamp: Option<U>) -> Raw<U> {
+        Raw {
+            token: self.token,
+            team_id: self.team_id,
+            channel_id: self.channel_id,
+            channel_name: self.channel_name,
+            timestamp,
+            user_id: self.user_id,
+            user_name: self.user_name,
+            post_id: self.post_id,
+            text: self.text,
+            trigger_word: self.trigger_word,
+            file_ids: self.file_ids,
+        }
+    }
 }
 
 /// A payload that cannot be read; the message names the field.
@@ -78,9 +82,9 @@ fn required(value: Option<String>, field: &str) -> Result<String, BadPayload> {
 }
 
 pub fn parse(encoding: Encoding, body: &[u8]) -> Result<OutgoingWebhook, BadPayload> {
-    let b = match encoding {
+    let b: Raw<i64> = match encoding {
         Encoding::Form => {
-            let f: FormBody = serde_urlencoded::from_bytes(body)
+            let f: Raw<String> = serde_urlencoded::from_bytes(body)
                 .map_err(|e| BadPayload(format!("the form body cannot be decoded: {e}")))?;
             let timestamp_ms = match f.timestamp.as_deref() {
                 None | Some("") => None,
@@ -90,19 +94,7 @@ pub fn parse(encoding: Encoding, body: &[u8]) -> Result<OutgoingWebhook, BadPayl
                         .saturating_mul(1000),
                 ),
             };
-            JsonBody {
-                token: f.token,
-                team_id: f.team_id,
-                channel_id: f.channel_id,
-                channel_name: f.channel_name,
-                timestamp: timestamp_ms,
-                user_id: f.user_id,
-                user_name: f.user_name,
-                post_id: f.post_id,
-                text: f.text,
-                trigger_word: f.trigger_word,
-                file_ids: f.file_ids,
-            }
+            f.with_timestamp(timestamp_ms)
         }
         Encoding::Json => {
             serde_json::from_slice(body).map_err(|e| BadPayload(format!("the JSON body cannot be decoded: {e}")))?
