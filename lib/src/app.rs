@@ -137,14 +137,12 @@ impl AppState {
     /// (`TABLE_NAME`, `NOTIFY_QUEUE_URL`, `TIMER_QUEUE_URL`), and the configuration from
     /// `KLAXON_CONFIG` (the TOML text itself). Without `KLAXON_CONFIG` the functions run on an
     /// empty configuration, which knows no sources and posts nothing.
+    ///
+    /// For local runs under `cargo lambda watch`, `KLAXON_STORAGE=embedded` (set in the workspace's
+    /// `[workspace.metadata.lambda.env]`, which only `cargo lambda` reads) uses the SQLite store in
+    /// `KLAXON_DATA_DIR` instead. It is an explicit opt-in: a deployed function without its
+    /// table must fail, not write to Lambda's ephemeral disk.
     pub async fn for_lambda() -> Result<AppState, AppError> {
-        let env = |name: &'static str, hint: &'static str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(AppError::MissingEnv { name, hint })
-        };
-        const HINT: &str = "the SAM template sets it; deploy with `sam deploy`";
-        let table = env("TABLE_NAME", HINT)?;
-        let notify = env("NOTIFY_QUEUE_URL", HINT)?;
-        let timer = env("TIMER_QUEUE_URL", HINT)?;
         let config = match std::env::var("KLAXON_CONFIG") {
             Ok(text) if !text.trim().is_empty() => {
                 Config::from_toml(&text, "KLAXON_CONFIG", &|name| std::env::var(name).ok())?
@@ -154,6 +152,19 @@ impl AppState {
                 Config::empty()
             }
         };
+        if std::env::var("KLAXON_STORAGE").is_ok_and(|v| v == "embedded") {
+            let dir = std::env::var_os("KLAXON_DATA_DIR").map_or_else(|| config.storage.data_dir(), PathBuf::from);
+            tracing::info!(data_dir = %dir.display(), "KLAXON_STORAGE=embedded: using the local SQLite store");
+            return AppState::embedded(config, Db::open_in(&dir)?);
+        }
+        let env = |name: &'static str, hint: &'static str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(AppError::MissingEnv { name, hint })
+        };
+        const HINT: &str =
+            "the SAM template sets it; deploy with `sam deploy` (locally, set KLAXON_STORAGE=embedded instead)";
+        let table = env("TABLE_NAME", HINT)?;
+        let notify = env("NOTIFY_QUEUE_URL", HINT)?;
+        let timer = env("TIMER_QUEUE_URL", HINT)?;
         Ok(AppState::aws(config, table, notify, timer).await)
     }
 }
