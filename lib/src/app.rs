@@ -165,6 +165,13 @@ impl AppState {
         let table = env("TABLE_NAME", HINT)?;
         let notify = env("NOTIFY_QUEUE_URL", HINT)?;
         let timer = env("TIMER_QUEUE_URL", HINT)?;
-        Ok(AppState::aws(config, table, notify, timer).await)
+        let state = AppState::aws(config, table, notify, timer).await;
+        // The first SDK call pays the TLS handshake (most of a second at 128 MB). Paying it here,
+        // during init (which runs on a boosted CPU), keeps it off the first request. A failure
+        // is only logged: the request that needs the store reports it properly.
+        if let Err(e) = state.store.get("warmup", "warmup").await {
+            tracing::warn!(error = %e, "store warm-up call failed");
+        }
+        Ok(state)
     }
 }
