@@ -122,8 +122,19 @@ impl AppState {
     /// DynamoDB and SQS, with credentials, region and endpoint from the usual AWS environment.
     pub async fn aws(config: Config, table: String, notify_url: String, timer_url: String) -> AppState {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        AppState::aws_with(&sdk, config, table, notify_url, timer_url)
+    }
+
+    /// DynamoDB and SQS clients built from `sdk` (tests point it at moto).
+    pub fn aws_with(
+        sdk: &aws_config::SdkConfig,
+        config: Config,
+        table: String,
+        notify_url: String,
+        timer_url: String,
+    ) -> AppState {
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         AppState {
             config: Arc::new(config),
             store: Arc::new(DynamoStore::new(dynamo, table.clone())),

@@ -298,14 +298,7 @@ async fn serve_runs_on_dynamodb_and_sqs_when_configured() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    let store = klaxon::store::dynamodb::DynamoStore::new(dynamo, table);
-    let state = AppState {
-        config: std::sync::Arc::new(Config::empty()),
-        store: std::sync::Arc::new(store),
-        notify_queue: std::sync::Arc::new(klaxon::queue::sqs::SqsQueue::new(sqs.clone(), notify)),
-        timer_queue: std::sync::Arc::new(klaxon::queue::sqs::SqsQueue::new(sqs, timer)),
-        storage: klaxon::app::StorageDescription::Aws { table: "t".into() },
-    };
+    let state = AppState::aws_with(&sdk, Config::empty(), table, notify, timer);
     assert_eq!(state.alerts().get("ALR-1").await.unwrap().map(|a| a.value.summary), Some("ALERT from dev1".into()));
     let mut record = None;
     for _ in 0..100 {

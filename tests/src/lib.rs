@@ -113,13 +113,8 @@ pub async fn sqs_queue(kind: QueueKind, max_receives: u32) -> Option<TestQueue> 
 /// table of the given name and queue URLs that need not exist.
 pub async fn aws_state(endpoint: &str, table: &str) -> klaxon::app::AppState {
     let sdk = aws_sdk_config(endpoint).await;
-    klaxon::app::AppState {
-        config: Arc::new(klaxon::config::Config::empty()),
-        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
-        notify_queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), format!("{endpoint}/q.fifo"))),
-        timer_queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), format!("{endpoint}/t"))),
-        storage: klaxon::app::StorageDescription::Aws { table: table.to_string() },
-    }
+    let empty = klaxon::config::Config::empty();
+    klaxon::app::AppState::aws_with(&sdk, empty, table.into(), format!("{endpoint}/q.fifo"), format!("{endpoint}/t"))
 }
 
 /// An application built from a `klaxon.toml` text, plus what keeps its storage alive.
@@ -150,13 +145,7 @@ pub async fn aws_app(config: &str) -> Option<TestApp> {
     let (notify, _) = SqsQueue::create_with_dead_letter(&sqs, &notify_name, 5).await.expect("notify queue");
     let (timer, _) =
         SqsQueue::create_with_dead_letter(&sqs, &unique_name("klaxon-timer"), 5).await.expect("timer queue");
-    let state = klaxon::app::AppState {
-        config: Arc::new(config_from(config)),
-        store: Arc::new(DynamoStore::new(dynamo, table.clone())),
-        notify_queue: Arc::new(SqsQueue::new(sqs.clone(), notify)),
-        timer_queue: Arc::new(SqsQueue::new(sqs, timer)),
-        storage: klaxon::app::StorageDescription::Aws { table },
-    };
+    let state = klaxon::app::AppState::aws_with(&sdk, config_from(config), table, notify, timer);
     Some(TestApp { state, _dir: None })
 }
 

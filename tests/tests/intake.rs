@@ -162,7 +162,8 @@ macro_rules! all_cases {
             particle_resolve_closes_the_open_alert_or_says_there_is_none,
             particle_alert_after_the_window_opens_a_new_alert,
             malformed_particle_requests_get_exact_errors,
-            concurrent_triggers_for_one_key_make_one_alert);
+            concurrent_triggers_for_one_key_make_one_alert,
+            the_same_delivery_arriving_concurrently_counts_once);
     };
 }
 
@@ -475,4 +476,54 @@ async fn concurrent_triggers_for_one_key_make_one_alert(app: TestApp) {
     let open = app.state.alerts().find_open("freezer", "race:alert").await.unwrap().alert.unwrap().value;
     assert_eq!(open.occurrences, 6, "every trigger counted once, in one alert");
     assert_eq!(queued(&app).await.len(), 6);
+}
+
+/// Particle delivers at least once and a proxy may retry while the first attempt is still
+/// running: simultaneous copies of one delivery must count once, and every copy gets a 200.
+async fn the_same_delivery_arriving_concurrently_counts_once(app: TestApp) {
+    let particle_copy = || {
+        let req = Request::post("/hooks/particle/freezer")
+            .header("content-type", FORM)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::from("event=ALERT&coreid=twin&published_at=t1&PARTICLE_EVENT_ID=ev-twin"))
+            .unwrap();
+        klaxon::http::all(app.state.clone()).oneshot(req)
+    };
+    let mattermost_copy = || {
+        let req = Request::post("/hooks/mattermost/chat")
+            .header("content-type", FORM)
+            .body(Body::from(mm_form("twin-post", "alice", "#alert twin outage")))
+            .unwrap();
+        klaxon::http::all(app.state.clone()).oneshot(req)
+    };
+    for (copies, key) in [
+        (futures_of(5, particle_copy), ("freezer", "twin:alert")),
+        (futures_of(5, mattermost_copy), ("chat", "twin outage")),
+    ] {
+        let mut fresh = 0;
+        for res in copies {
+            let res = res.await.unwrap().unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            let deduplicated = body.get("klaxon").unwrap_or(&body)["deduplicated"].as_bool().unwrap();
+            fresh += usize::from(!deduplicated);
+        }
+        assert_eq!(fresh, 1, "{key:?}: exactly one copy is the real one");
+        let alert = app.state.alerts().find_open(key.0, key.1).await.unwrap().alert.unwrap().value;
+        assert_eq!(alert.occurrences, 1, "{key:?}: copies do not count as repeats");
+    }
+    assert_eq!(queued(&app).await.len(), 2, "one job per alert, none per copy");
+}
+
+/// Starts `n` copies of a request at once and returns their handles.
+fn futures_of<F, Fut>(
+    n: usize,
+    make: F,
+) -> Vec<tokio::task::JoinHandle<Result<axum::response::Response, std::convert::Infallible>>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static,
+{
+    (0..n).map(|_| tokio::spawn(make())).collect()
 }

@@ -161,20 +161,12 @@ impl Alert {
     pub fn repeat(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
         self.check(AlertAction::Repeat)?;
         self.occurrences = self.occurrences.saturating_add(1);
-        let note = Some(format!("{} occurrences", self.occurrences));
-        match self.timeline.last_mut() {
-            Some(last) if last.what == "repeated" => {
-                let at = at.max(self.updated_at);
-                self.updated_at = at;
-                self.revision += 1;
-                *last = TimelineEntry { at, actor, what: "repeated".into(), note };
-            }
-            _ => {
-                self.record(actor, at, "repeated");
-                if let Some(last) = self.timeline.last_mut() {
-                    last.note = note;
-                }
-            }
+        if self.timeline.last().is_some_and(|e| e.what == "repeated") {
+            self.timeline.pop();
+        }
+        self.record(actor, at, "repeated");
+        if let Some(last) = self.timeline.last_mut() {
+            last.note = Some(format!("{} occurrences", self.occurrences));
         }
         Ok(())
     }

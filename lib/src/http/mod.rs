@@ -28,6 +28,8 @@ pub struct RouteInfo {
     pub method: &'static str,
     pub path: &'static str,
     pub purpose: &'static str,
+    /// False: the route answers 501 in this version.
+    pub built: bool,
 }
 
 pub const ROUTES: &[RouteInfo] = &[
@@ -36,32 +38,49 @@ pub const ROUTES: &[RouteInfo] = &[
         method: "POST",
         path: "/hooks/mattermost/{source_id}",
         purpose: "Mattermost outgoing webhook (trigger words)",
+        built: true,
     },
     RouteInfo {
         function: "particle-webhook",
         method: "POST",
         path: "/hooks/particle/{source_id}",
         purpose: "Particle webhook (ALERT / RESOLVE)",
+        built: true,
     },
-    RouteInfo { function: "chatops", method: "POST", path: "/chatops/command", purpose: "/incident slash command" },
+    RouteInfo {
+        function: "chatops",
+        method: "POST",
+        path: "/chatops/command",
+        purpose: "/incident slash command",
+        built: false,
+    },
     RouteInfo {
         function: "chatops",
         method: "POST",
         path: "/chatops/dialog",
         purpose: "interactive dialog submissions",
+        built: false,
     },
-    RouteInfo { function: "chatops", method: "POST", path: "/chatops/action", purpose: "message button clicks" },
+    RouteInfo {
+        function: "chatops",
+        method: "POST",
+        path: "/chatops/action",
+        purpose: "message button clicks",
+        built: false,
+    },
     RouteInfo {
         function: "chatops",
         method: "POST",
         path: "/chatops/mirror",
         purpose: "incident-channel replies (outgoing webhook)",
+        built: false,
     },
     RouteInfo {
         function: "chatops",
         method: "GET",
         path: "/chatops/oauth/callback",
         purpose: "/incident connect (OAuth 2.0 callback)",
+        built: false,
     },
 ];
 
@@ -114,7 +133,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 /// Whether a route does its job in this version (the others answer 501).
 pub fn is_built(path: &str) -> bool {
-    matches!(path, "/hooks/mattermost/{source_id}" | "/hooks/particle/{source_id}")
+    ROUTES.iter().any(|r| r.path == path && r.built)
 }
 
 fn routes_of(function: &str) -> Router<AppState> {

@@ -5,7 +5,7 @@
 
 use super::{AlertEvent, EventKind};
 use crate::config::Config;
-use crate::domain::{Alert, AlertError, AlertStatus, NewAlert, Urgency};
+use crate::domain::{Alert, AlertStatus, NewAlert, Urgency};
 use crate::notify::outbox::{self, Outbox};
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::alerts::AlertRepo;
@@ -195,9 +195,8 @@ impl Intake {
             EventKind::Acknowledge => (alert.acknowledge(event.actor.clone(), event.at), Outcome::Acknowledged),
             _ => (alert.resolve(event.actor.clone(), event.at), Outcome::Resolved),
         };
-        if let Err(AlertError::InvalidTransition { .. }) = &applied {
-            let reason = applied.err().map(|e| e.to_string()).unwrap_or_default();
-            return Ok(IntakeResult::about(Outcome::Refused { reason }, &read.value, false));
+        if let Err(refused) = applied {
+            return Ok(IntakeResult::about(Outcome::Refused { reason: refused.to_string() }, &read.value, false));
         }
         let result = IntakeResult::about(outcome, &alert, false);
         let extra = self.extra_writes(event, &alert, &result);

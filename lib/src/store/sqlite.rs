@@ -62,7 +62,8 @@ fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Applies one write inside `tx`; `Ok(false)` means its condition failed.
+/// Applies one write inside `tx`. The outer error is SQLite failing; the inner one is the write's
+/// condition not holding (nothing was written).
 fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
     let (pk, sk) = write.key();
     let live = live_item(tx, pk, sk, now)?;
