@@ -83,6 +83,20 @@ fn interrupt(mut s: Server) -> (bool, String) {
     (exit.success(), stderr)
 }
 
+/// Polls for up to 10 s until the running server's notifier has recorded `job_id`.
+async fn wait_for_delivery(
+    deliveries: &klaxon::repo::deliveries::DeliveryRepo,
+    job_id: &str,
+) -> Option<klaxon::repo::deliveries::DeliveryRecord> {
+    for _ in 0..100 {
+        if let Some(record) = deliveries.get(job_id).await.unwrap() {
+            return Some(record);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 fn alert(id: &str) -> Alert {
     let new = NewAlert {
         id: id.into(),
@@ -122,15 +136,9 @@ async fn serve_starts_empty_explains_itself_processes_queued_work_and_stops_on_c
 
     let db = Db::open_in(&dir.path().join("klaxon-data")).unwrap();
     let deliveries = AppState::embedded(Config::empty(), db).unwrap().deliveries();
-    let mut record = None;
-    for _ in 0..100 {
-        record = deliveries.get("ALR-1:alert.triggered").await.unwrap();
-        if record.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let record = record.expect("the queued job was processed after start-up");
+    let record = wait_for_delivery(&deliveries, "ALR-1:alert.triggered")
+        .await
+        .expect("the queued job was processed after start-up");
     assert!(matches!(record.delivery, Delivery::NotDelivered { .. }), "{record:?}");
 
     let (ok, stderr) = interrupt(server);
@@ -300,14 +308,7 @@ async fn serve_runs_on_dynamodb_and_sqs_when_configured() {
 
     let state = AppState::aws_with(&sdk, Config::empty(), table, notify, timer);
     assert_eq!(state.alerts().get("ALR-1").await.unwrap().map(|a| a.value.summary), Some("ALERT from dev1".into()));
-    let mut record = None;
-    for _ in 0..100 {
-        record = state.deliveries().get("ALR-1#0000000001").await.unwrap();
-        if record.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let record = wait_for_delivery(&state.deliveries(), "ALR-1#0000000001").await;
     assert!(record.is_some(), "the in-process notifier took the job from SQS");
     let (ok, stderr) = interrupt(server);
     assert!(ok, "{stderr}");
