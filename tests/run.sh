@@ -2,7 +2,7 @@
 # Runs Klaxon's whole test suite on a fresh machine.
 #
 #  1. installs moto server into a local venv (.venv-test/) if it is not there yet;
-#  2. starts it on a free loopback port and waits until it answers;
+#  2. starts it (tests/moto_server.py) on a free loopback port and waits until it answers;
 #  3. runs `cargo test --workspace` with KLAXON_TEST_AWS_ENDPOINT pointing at it, so the
 #     DynamoDB and SQS adapters are tested over the real wire protocols;
 #  4. lints the SAM template (infra/template.yaml) with cfn-lint, offline;
@@ -27,7 +27,8 @@ fi
 # A free port: bind to port 0 and let the kernel choose.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 MOTO_LOG=$(mktemp -t klaxon-moto.XXXXXX.log)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+# tests/moto_server.py runs moto's own application one request at a time (see why there).
+"$VENV/bin/python" tests/moto_server.py 127.0.0.1 "$PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 cleanup() {
   kill "$MOTO_PID" 2>/dev/null || true

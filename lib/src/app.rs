@@ -4,6 +4,7 @@
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::embedded::{Db, DbError};
 use crate::ingest::apply::Intake;
+use crate::ingest::serial::KeyLocks;
 use crate::notify::Notifier;
 use crate::notify::outbox::Outbox;
 use crate::queue::sqlite::{Redrive, SqliteQueue};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub timer_queue: Arc<dyn Queue>,
     /// Where the data lives, for start-up messages and `/healthz`.
     pub storage: StorageDescription,
+    /// Serialises intake work on one alert within this process.
+    pub alert_locks: Arc<KeyLocks>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +83,7 @@ impl AppState {
     }
 
     pub fn intake(&self) -> Intake {
-        Intake::new(self.store.clone(), self.outbox(), self.config.clone())
+        Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }
 
     pub fn notifier(&self) -> Notifier {
@@ -116,6 +119,7 @@ impl AppState {
             notify_queue: Arc::new(notify),
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
+            alert_locks: Arc::default(),
         })
     }
 
@@ -141,6 +145,7 @@ impl AppState {
             notify_queue: Arc::new(SqsQueue::new(sqs.clone(), notify_url)),
             timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
             storage: StorageDescription::Aws { table },
+            alert_locks: Arc::default(),
         }
     }
 

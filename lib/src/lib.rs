@@ -4,6 +4,7 @@
 //! `klaxon` command only wire it together. See `ARCHITECTURE` in the README for the map.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod embedded;

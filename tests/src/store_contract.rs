@@ -1,6 +1,9 @@
 //! The store contract: every adapter must pass every case here, unchanged.
 
-use klaxon::store::{Condition, Found, Item, MAX_TRANSACTION_WRITES, Store, StoreError, Write};
+use klaxon::store::{
+    Condition, Found, Item, MAX_ITEM_BYTES, MAX_PK_BYTES, MAX_SK_BYTES, MAX_TRANSACTION_WRITES, Store, StoreError,
+    Write, item_size,
+};
 use std::sync::Arc;
 
 fn now() -> i64 {
@@ -23,7 +26,12 @@ macro_rules! store_contract_tests {
             invalid_transactions_are_refused_before_writing,
             expired_items_are_invisible_and_count_as_absent,
             concurrent_creators_of_one_key_have_exactly_one_winner,
-            concurrent_versioned_updates_never_lose_an_increment);
+            concurrent_versioned_updates_never_lose_an_increment,
+            increment_counts_from_one_and_keeps_counting,
+            concurrent_increments_hand_out_distinct_numbers,
+            query_page_resumes_after_a_sort_key,
+            keys_and_items_over_dynamodb_limits_are_refused_and_change_nothing,
+            purge_expired_never_touches_live_items);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -219,4 +227,79 @@ pub async fn concurrent_versioned_updates_never_lose_an_increment(s: Arc<dyn Sto
     }
     let end = s.get("counter", "n").await.unwrap().unwrap();
     assert_eq!((end.data.as_str(), end.version), ("5", 6));
+}
+
+pub async fn increment_counts_from_one_and_keeps_counting(s: Arc<dyn Store>) {
+    assert_eq!(s.increment("counter#alert", "counter").await.unwrap(), 1);
+    assert_eq!(s.increment("counter#alert", "counter").await.unwrap(), 2);
+    assert_eq!(s.increment("counter#incident", "counter").await.unwrap(), 1, "counters are independent");
+    assert_eq!(s.increment("counter#alert", "counter").await.unwrap(), 3);
+    let item = s.get("counter#alert", "counter").await.unwrap().unwrap();
+    assert_eq!((item.version, item.data.as_str(), item.expires_at), (3, "", None), "readable like any item");
+}
+
+/// The counter behind ALR-n and INC-n: one round trip each, no retries, and no two callers
+/// ever get the same number.
+pub async fn concurrent_increments_hand_out_distinct_numbers(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.increment("counter#race", "counter").await })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap().expect("an increment never fails under contention"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=60).collect::<Vec<u64>>());
+}
+
+pub async fn query_page_resumes_after_a_sort_key(s: Arc<dyn Store>) {
+    for sk in ["ALR-1#01", "ALR-1#02", "ALR-1#03", "ALR-2#01", "ALR-3#01"] {
+        s.put(Item::new("outbox", sk, "x"), Condition::None).await.unwrap();
+    }
+    let keys = |items: Vec<Item>| items.into_iter().map(|i| i.sk).collect::<Vec<_>>();
+    assert_eq!(keys(s.query_page("outbox", "", None, 2).await.unwrap()), ["ALR-1#01", "ALR-1#02"]);
+    assert_eq!(keys(s.query_page("outbox", "", Some("ALR-1#02"), 2).await.unwrap()), ["ALR-1#03", "ALR-2#01"]);
+    // The key to resume after need not exist: skipping the rest of a subject.
+    assert_eq!(keys(s.query_page("outbox", "", Some("ALR-1#\u{10FFFF}"), 5).await.unwrap()), ["ALR-2#01", "ALR-3#01"]);
+    assert_eq!(keys(s.query_page("outbox", "ALR-1#", Some("ALR-1#01"), 5).await.unwrap()), ["ALR-1#02", "ALR-1#03"]);
+}
+
+/// DynamoDB refuses keys over 2048/1024 bytes and items over 400 KB; SQLite would take them.
+/// Both adapters refuse them the same way, so a request gets the same answer on both.
+pub async fn keys_and_items_over_dynamodb_limits_are_refused_and_change_nothing(s: Arc<dyn Store>) {
+    let long_pk = "p".repeat(MAX_PK_BYTES + 1);
+    let long_sk = "é".repeat(MAX_SK_BYTES / 2 + 1); // 2 bytes each: counted in bytes, not characters
+    let too_large = |r: Result<(), StoreError>| matches!(r, Err(StoreError::TooLarge { .. }));
+    assert!(too_large(s.put(Item::new(&long_pk, "k", "x"), Condition::None).await));
+    assert!(too_large(s.put(Item::new("p", &long_sk, "x"), Condition::None).await));
+    assert!(matches!(s.get(&long_pk, "k").await, Err(StoreError::TooLarge { .. })));
+    let mut big = Item::new("p", "big", "x".repeat(MAX_ITEM_BYTES));
+    assert!(item_size(&big) > MAX_ITEM_BYTES);
+    assert!(too_large(s.put(big.clone(), Condition::None).await));
+    let err = s
+        .transact(vec![
+            Write::Put { item: Item::new("p", "small", "x"), condition: Condition::None },
+            Write::Put { item: big.clone(), condition: Condition::None },
+        ])
+        .await;
+    assert!(too_large(err), "a transaction with one oversized item writes nothing");
+    assert_eq!(s.get("p", "small").await.unwrap(), None);
+    // Just under the limit is fine on both.
+    big.data.truncate(MAX_ITEM_BYTES - item_size(&Item::new("p", "big", "")) - 10);
+    s.put(big.clone(), Condition::None).await.unwrap();
+    assert_eq!(s.get("p", "big").await.unwrap().unwrap().data.len(), big.data.len());
+    let at_limit = "k".repeat(MAX_SK_BYTES);
+    s.put(Item::new("p", &at_limit, "x"), Condition::None).await.unwrap();
+}
+
+pub async fn purge_expired_never_touches_live_items(s: Arc<dyn Store>) {
+    s.put(Item::new("p", "old", "x").expiring_at(now() - 10), Condition::None).await.unwrap();
+    s.put(Item::new("p", "live", "y").expiring_at(now() + 3600), Condition::None).await.unwrap();
+    s.put(Item::new("p", "forever", "z"), Condition::None).await.unwrap();
+    s.purge_expired(100).await.unwrap();
+    let keys: Vec<_> = s.query_prefix("p", "", None).await.unwrap().into_iter().map(|i| i.sk).collect();
+    assert_eq!(keys, ["forever", "live"]);
 }

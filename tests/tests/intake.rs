@@ -51,6 +51,15 @@ id = "lab"
 kind = "particle"
 insecure = true
 grouping_window = "1s"
+[[sources]]
+id = "ops-chat"
+kind = "mattermost"
+token = "opschat-token-0123456789abc"
+act_on = ["freezer"]
+[[sources]]
+id = "open-chat"
+kind = "mattermost"
+insecure = true
 "#;
 
 const MM_TOKEN: &str = "7kmxqf1b9jdzfcbj1d3u7uwqyo";
@@ -163,7 +172,16 @@ macro_rules! all_cases {
             particle_alert_after_the_window_opens_a_new_alert,
             malformed_particle_requests_get_exact_errors,
             concurrent_triggers_for_one_key_make_one_alert,
-            the_same_delivery_arriving_concurrently_counts_once);
+            the_same_delivery_arriving_concurrently_counts_once,
+            chat_actions_reach_only_the_alerts_a_source_may_act_on,
+            insecure_sources_raise_alerts_but_never_act,
+            a_verb_without_an_alert_id_answers_with_usage_and_creates_nothing,
+            a_repeat_naming_a_higher_urgency_raises_it_and_is_routed_as_that_urgency,
+            every_refusal_to_mattermost_says_what_happened_in_text,
+            a_wrong_method_gets_the_json_error,
+            oversized_ids_and_texts_get_the_same_answer_on_both_backends,
+            two_hundred_simultaneous_new_alerts_all_succeed_with_distinct_ids,
+            sixty_four_simultaneous_repeats_of_one_alert_all_count);
     };
 }
 
@@ -234,7 +252,9 @@ async fn unknown_sources_and_wrong_kinds_are_404(app: TestApp) {
     let (status, body) = post(&app, "/hooks/mattermost/nope", FORM, form.clone()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "unknown_source");
-    assert!(body["error"]["message"].as_str().unwrap().contains("configured: chat, quiet-chat"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"nope\"") && !message.contains("quiet-chat"), "never lists the sources: {body}");
+    assert_eq!(body["text"].as_str(), Some(message), "Mattermost shows only text");
     let (status, _) = post(&app, "/hooks/mattermost/freezer", FORM, form).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a Particle source is not a Mattermost source");
     let (status, _) = particle(&app, "chat", "event=ALERT").await;
@@ -261,7 +281,12 @@ async fn malformed_mattermost_requests_get_exact_errors(app: TestApp) {
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
     );
+    // The token is checked before anything else of the body: a broken body without a readable
+    // token is refused as unauthenticated, and tells nothing about the payload's shape.
     let (status, body) = post(&app, "/hooks/mattermost/chat", JSON, "{\"post_id\":").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+    let (status, body) =
+        post(&app, "/hooks/mattermost/chat", JSON, format!("{{\"token\":\"{MM_TOKEN}\",\"post_id\":5}}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"]["message"].as_str().unwrap().contains("JSON body"), "{body}");
     let (status, body) =
@@ -315,7 +340,10 @@ async fn mattermost_repeats_within_the_window_are_grouped(app: TestApp) {
     post(&app, "/hooks/mattermost/chat", FORM, mm_form("g1", "alice", "#alert Checkout is slow")).await;
     let (_, body) = post(&app, "/hooks/mattermost/chat", FORM, mm_form("g2", "bob", "#alert checkout  is SLOW")).await;
     let text = body["text"].as_str().unwrap();
-    assert!(text.starts_with("Grouped into open alert **ALR-1** (now 2 occurrences)."), "{text}");
+    assert_eq!(
+        text,
+        "Grouped into open alert **ALR-1** (now 2 occurrences, urgency **medium**). Notifications go to `alerts`."
+    );
     assert!(app.state.alerts().get("ALR-2").await.unwrap().is_none());
     assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered", "ALR-1 alert.repeated"]);
 }
@@ -430,8 +458,8 @@ async fn particle_alert_after_the_window_opens_a_new_alert(app: TestApp) {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, body) = particle(&app, "lab", "event=ALERT&coreid=dev1&published_at=b").await;
     assert_eq!((body["alert_id"].as_str(), body["deduplicated"].as_bool()), (Some("ALR-2"), Some(false)));
-    let (_, body) = particle(&app, "lab", "event=RESOLVE&coreid=dev1&published_at=c").await;
-    assert_eq!(body["alert_id"], "ALR-2", "the newest episode holds the key");
+    let open = app.state.alerts().find_open("lab", "dev1:alert").await.unwrap().alert.unwrap().value;
+    assert_eq!(open.id, "ALR-2", "the newest episode holds the key");
     assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.status, AlertStatus::Open);
 }
 
@@ -526,4 +554,217 @@ where
     Fut: std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static,
 {
     (0..n).map(|_| tokio::spawn(make())).collect()
+}
+
+async fn mm(app: &TestApp, source: &str, token: &str, post_id: &str, user: &str, text: &str) -> (StatusCode, Value) {
+    let form = mm_form(post_id, user, text).replace(MM_TOKEN, token);
+    post(app, &format!("/hooks/mattermost/{source}"), FORM, form).await
+}
+
+async fn chat_actions_reach_only_the_alerts_a_source_may_act_on(app: TestApp) {
+    particle(&app, "freezer", "event=ALERT&coreid=dev7&published_at=t0").await; // ALR-1, source freezer
+    // `chat` may act only on its own alerts: a Particle alert is out of its reach.
+    let (status, body) = mm(&app, "chat", MM_TOKEN, "s1", "mallory", "#alert resolve ALR-1").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Nothing changed: source `chat` may not act on ALR-1 (raised by source `freezer`)"),
+        "{text}"
+    );
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.status, AlertStatus::Open);
+    // `ops-chat` lists freezer in act_on.
+    let (_, body) = mm(&app, "ops-chat", "opschat-token-0123456789abc", "s2", "bob", "#alert ack ALR-1").await;
+    assert_eq!(body["text"], "Alert **ALR-1** acknowledged by @bob.");
+    // ...and its own alerts, but not those of `chat`.
+    mm(&app, "chat", MM_TOKEN, "s3", "alice", "#alert printer on fire").await; // ALR-2, source chat
+    let (_, body) = mm(&app, "ops-chat", "opschat-token-0123456789abc", "s4", "bob", "#alert resolve ALR-2").await;
+    assert!(body["text"].as_str().unwrap().contains("may not act on ALR-2"), "{body}");
+    let (_, body) = mm(&app, "chat", MM_TOKEN, "s5", "alice", "#alert resolve ALR-2").await;
+    assert_eq!(body["text"], "Alert **ALR-2** resolved by @alice.");
+    assert_eq!(
+        events(&queued(&app).await),
+        ["ALR-1 alert.triggered", "ALR-1 alert.acknowledged", "ALR-2 alert.triggered", "ALR-2 alert.resolved"],
+        "refusals queue nothing"
+    );
+}
+
+async fn insecure_sources_raise_alerts_but_never_act(app: TestApp) {
+    let (status, body) = mm(&app, "open-chat", "", "i1", "eve", "#alert anything goes").await;
+    assert_eq!((status, body["klaxon"]["alert_id"].as_str()), (StatusCode::OK, Some("ALR-1")), "{body}");
+    let (status, body) = mm(&app, "open-chat", "", "i2", "eve", "#alert resolve ALR-1").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("insecure_source")));
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Nothing changed: source `open-chat` accepts requests without a token")
+    );
+    // An insecure Particle source cannot resolve either; Particle still gets a 200.
+    particle(&app, "lab", "event=ALERT&coreid=dev1&published_at=a").await;
+    let (status, body) = particle(&app, "lab", "event=RESOLVE&coreid=dev1&published_at=b").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("open")), "{body}");
+    assert!(body["note"].as_str().unwrap().contains("may not act"), "{body}");
+    for id in ["ALR-1", "ALR-2"] {
+        assert_eq!(app.state.alerts().get(id).await.unwrap().unwrap().value.status, AlertStatus::Open, "{id}");
+    }
+}
+
+async fn a_verb_without_an_alert_id_answers_with_usage_and_creates_nothing(app: TestApp) {
+    for (i, text) in ["#alert ack", "#alert resolve the dns issue", "#alert acknowledged"].iter().enumerate() {
+        let (status, body) = mm(&app, "chat", MM_TOKEN, &format!("v{i}"), "alice", text).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("alert_id_missing")));
+        let reply = body["text"].as_str().unwrap();
+        assert!(
+            reply.starts_with("Nothing changed: name the alert, e.g. `#alert ") && reply.contains("ALR-12"),
+            "{reply}"
+        );
+    }
+    nothing_stored(&app).await;
+    // Punctuation after the id is how people write.
+    mm(&app, "chat", MM_TOKEN, "v8", "alice", "#alert db down").await;
+    let (_, body) = mm(&app, "chat", MM_TOKEN, "v9", "bob", "#alert ack ALR-1, on it").await;
+    assert_eq!(body["text"], "Alert **ALR-1** acknowledged by @bob.");
+    assert!(app.state.alerts().get("ALR-2").await.unwrap().is_none(), "no alert titled after the action");
+}
+
+async fn a_repeat_naming_a_higher_urgency_raises_it_and_is_routed_as_that_urgency(app: TestApp) {
+    mm(&app, "chat", MM_TOKEN, "r1", "alice", "#alert disk full on db-2").await; // medium (default)
+    let (_, body) = mm(&app, "chat", MM_TOKEN, "r2", "bob", "#alert disk full on db-2 [critical]").await;
+    assert_eq!(
+        body["text"],
+        "Grouped into open alert **ALR-1** (now 2 occurrences); urgency raised from medium to **critical** by @bob. Notifications go to `oncall`."
+    );
+    // A lower urgency never lowers it, and a repeat with no urgency named keeps it.
+    let (_, body) = mm(&app, "chat", MM_TOKEN, "r3", "carol", "#alert low disk full on db-2").await;
+    assert!(body["text"].as_str().unwrap().contains("urgency **critical**"), "{body}");
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!((alert.urgency, alert.occurrences), (Urgency::Critical, 3));
+    let raised = alert.timeline.iter().find(|e| e.what == "urgency_raised").expect("recorded in the timeline");
+    assert_eq!(raised.actor, klaxon::domain::Actor::user(format!("{:0<26}", "bob"), "bob"));
+    assert_eq!(raised.note.as_deref(), Some("medium → critical"));
+    assert_eq!(
+        events(&queued(&app).await),
+        ["ALR-1 alert.triggered", "ALR-1 alert.urgency_raised", "ALR-1 alert.repeated"]
+    );
+    // "not critical" on a later line is not a marker: nothing is raised.
+    let (_, body) = mm(
+        &app,
+        "chat",
+        MM_TOKEN,
+        "r4",
+        "dan",
+        "#alert low priority: critical path dashboard stale\nnot critical, FYI",
+    )
+    .await;
+    assert_eq!(body["klaxon"]["urgency"], "low", "{body}");
+}
+
+async fn every_refusal_to_mattermost_says_what_happened_in_text(app: TestApp) {
+    let (status, body) = mm(&app, "chat", "7kmxqf1b9jdzfcbj1d3u7uwqyX", "t1", "alice", "#alert db down").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["text"],
+        "this webhook's token does not match source `chat`; an admin must update klaxon.toml with the outgoing webhook's token"
+    );
+    assert_eq!(body["response_type"], "comment");
+    let (_, body) = post(&app, "/hooks/mattermost/chat", "text/plain", "x").await;
+    assert!(body["text"].as_str().unwrap().contains("not supported"), "{body}");
+    let (_, body) = mm(&app, "quiet-chat", MM_TOKEN, "t2", "alice", "#alert ack ALR-1").await;
+    assert!(body["text"].as_str().unwrap().contains("turned off"), "{body}");
+    nothing_stored(&app).await;
+}
+
+async fn a_wrong_method_gets_the_json_error(app: TestApp) {
+    for uri in ["/hooks/mattermost/chat", "/hooks/particle/freezer", "/chatops/command"] {
+        let res =
+            klaxon::http::all(app.state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert_eq!(res.headers()["allow"], "POST");
+        let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{uri}: {body}");
+    }
+    let req = Request::delete("/healthz").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, req).await.1["error"]["code"], "method_not_allowed");
+}
+
+/// DynamoDB refuses keys over 2 KB and items over 400 KB, SQLite takes anything: intake hashes
+/// long ids and cuts long texts, so both backends give the same 200.
+async fn oversized_ids_and_texts_get_the_same_answer_on_both_backends(app: TestApp) {
+    let id = "e".repeat(2100);
+    let body = format!("event=ALERT&coreid=dev-long&published_at=t1&PARTICLE_EVENT_ID={id}");
+    let (status, first) = particle(&app, "freezer", &body).await;
+    assert_eq!((status, first["alert_id"].as_str()), (StatusCode::OK, Some("ALR-1")), "{first}");
+    let (status, again) = particle(&app, "freezer", &body).await;
+    assert_eq!(
+        (status, again["deduplicated"].as_bool(), again["occurrences"].as_u64()),
+        (StatusCode::OK, Some(true), Some(1))
+    );
+
+    // Just under the body limit: 250 KB of data and a 2 KB device id (the dedup key).
+    let data = "x".repeat(250 * 1024);
+    let device = "d".repeat(2048);
+    let body = format!("event=ALERT&coreid={device}&data={data}&published_at=t2");
+    assert!(body.len() < klaxon::http::BODY_LIMIT);
+    let (status, json) = particle(&app, "freezer", &body).await;
+    assert_eq!((status, json["alert_id"].as_str()), (StatusCode::OK, Some("ALR-2")), "{json}");
+    let alert = app.state.alerts().get("ALR-2").await.unwrap().unwrap().value;
+    assert!(alert.details.ends_with(klaxon::ingest::TRUNCATED), "visible marker");
+    assert!(alert.details.chars().count() <= klaxon::ingest::MAX_DETAILS_CHARS);
+    assert!(alert.summary.ends_with(klaxon::ingest::TRUNCATED));
+    let (_, json) = particle(&app, "freezer", &body.replace("t2", "t3")).await;
+    assert_eq!(
+        (json["alert_id"].as_str(), json["occurrences"].as_u64()),
+        (Some("ALR-2"), Some(2)),
+        "hashed keys group"
+    );
+
+    let long_title = format!("#alert {}", "disk ".repeat(4000));
+    let (status, json) = mm(&app, "chat", MM_TOKEN, "long", "alice", &long_title).await;
+    assert_eq!((status, json["klaxon"]["alert_id"].as_str()), (StatusCode::OK, Some("ALR-3")), "{json}");
+}
+
+async fn particle_alert(state: klaxon::app::AppState, body: String) -> (StatusCode, Value) {
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", FORM)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from(body))
+        .unwrap();
+    let res = klaxon::http::all(state).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// The counter is one atomic increment: no request waits for another's number, none fails.
+async fn two_hundred_simultaneous_new_alerts_all_succeed_with_distinct_ids(app: TestApp) {
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let body = format!("event=ALERT&coreid=dev{i}&published_at=t&PARTICLE_EVENT_ID=burst-{i}");
+            tokio::spawn(particle_alert(app.state.clone(), body))
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(ids.insert(body["alert_id"].as_str().unwrap().to_string()), "duplicate id {body}");
+    }
+    assert_eq!(ids.len(), 200);
+}
+
+/// 64 senders repeating one alert: serialised in process, none answered with an error, every
+/// repeat counted once.
+async fn sixty_four_simultaneous_repeats_of_one_alert_all_count(app: TestApp) {
+    particle_alert(app.state.clone(), "event=ALERT&coreid=storm&published_at=t0".into()).await;
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            tokio::spawn(particle_alert(app.state.clone(), format!("event=ALERT&coreid=storm&published_at=t{}", i + 1)))
+        })
+        .collect();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!((status, body["alert_id"].as_str()), (StatusCode::OK, Some("ALR-1")), "{body}");
+    }
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.occurrences, 65);
 }

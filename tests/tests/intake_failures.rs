@@ -31,8 +31,23 @@ impl Store for FailingWrites {
     async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
         self.0.query_prefix(pk, prefix, limit).await
     }
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.0.query_page(pk, prefix, start_after, limit).await
+    }
     async fn transact(&self, _writes: Vec<Write>) -> Result<(), StoreError> {
         Err(StoreError::Backend { backend: "test store", message: "disk full".into() })
+    }
+    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+        self.0.increment(pk, sk).await
+    }
+    async fn purge_expired(&self, max: usize) -> Result<usize, StoreError> {
+        self.0.purge_expired(max).await
     }
 }
 

@@ -136,6 +136,7 @@ pub struct Route {
 pub const EVENT_TYPES: &[&str] = &[
     "alert.triggered",
     "alert.repeated",
+    "alert.urgency_raised",
     "alert.acknowledged",
     "alert.resolved",
     "alert.escalated",
@@ -195,6 +196,9 @@ pub struct SourceConfig {
     pub ignore_user_ids: Vec<String>,
     /// Mattermost: allow `<trigger> ack|resolve <alert-id>` from chat. Default true.
     pub chat_actions: Option<bool>,
+    /// Other sources whose alerts this one may acknowledge and resolve (its own always).
+    #[serde(default)]
+    pub act_on: Vec<String>,
     /// Particle: event name → action, matched exactly. Default `ALERT` → trigger, `RESOLVE` → resolve.
     #[serde(default)]
     pub events: BTreeMap<String, EventAction>,
@@ -209,6 +213,13 @@ fn default_urgency() -> Urgency {
 }
 
 impl SourceConfig {
+    /// Whether this source may acknowledge or resolve alerts that source `owner` raised: its
+    /// own, and those its `act_on` lists. An `insecure` source (anyone can call it) can raise
+    /// alerts but never act on them.
+    pub fn may_act_on(&self, owner: &str) -> bool {
+        !self.insecure && (owner == self.id || self.act_on.iter().any(|s| s == owner))
+    }
+
     pub fn grouping_window(&self) -> std::time::Duration {
         self.grouping_window.map_or(std::time::Duration::from_secs(600), |d| d.0)
     }

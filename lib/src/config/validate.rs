@@ -322,6 +322,22 @@ fn sources(c: &Config, v: &mut Issues) {
                 "use the id of an [[escalation_policies]] entry",
             );
         }
+        for other in &s.act_on {
+            if !c.sources.iter().any(|o| &o.id == other) {
+                v.add(
+                    format!("{field}.act_on"),
+                    format!("source {other:?} is not defined"),
+                    "list ids of [[sources]] entries whose alerts this source may acknowledge and resolve",
+                );
+            }
+        }
+        if s.insecure && !s.act_on.is_empty() {
+            v.add(
+                format!("{field}.act_on"),
+                "is set on an insecure source, which anyone can call, so it never acts on alerts",
+                "give the source a token, or remove act_on",
+            );
+        }
         if s.grouping_window() > Duration::from_secs(86_400) {
             v.add(format!("{field}.grouping_window"), "is longer than 24h", "use a window of at most \"24h\"");
         }

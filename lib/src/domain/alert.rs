@@ -171,6 +171,21 @@ impl Alert {
         Ok(())
     }
 
+    /// Raises the urgency when `to` is higher (never lowers it), recording who raised it.
+    /// Returns whether it changed.
+    pub fn raise_urgency(&mut self, to: Urgency, actor: Actor, at: Timestamp) -> bool {
+        if to <= self.urgency || self.is_closed() {
+            return false;
+        }
+        let from = self.urgency;
+        self.urgency = to;
+        self.record(actor, at, "urgency_raised");
+        if let Some(last) = self.timeline.last_mut() {
+            last.note = Some(format!("{from} → {to}"));
+        }
+        true
+    }
+
     pub fn acknowledge(&mut self, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
         self.check(AlertAction::Acknowledge)?;
         self.status = AlertStatus::Acknowledged;

@@ -3,6 +3,8 @@
 use super::{ApiError, BODY_LIMIT};
 use crate::app::AppState;
 use crate::config::{SourceConfig, SourceKind};
+use crate::embedded::with_deadline;
+use crate::ingest::EventKind;
 use crate::ingest::apply::{IntakeError, IntakeResult, Outcome};
 use crate::ingest::mattermost::{self, Command, Encoding};
 use crate::ingest::particle::{self, Interpretation};
@@ -14,23 +16,35 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::time::Duration;
+
+/// An intake answers within this, even when the store is stuck: Particle gives up after 20 s
+/// and throttles the whole host on errors, and a person in Mattermost is waiting.
+pub const INTAKE_DEADLINE: Duration = Duration::from_secs(4);
 
 impl From<IntakeError> for ApiError {
     fn from(e: IntakeError) -> Self {
-        tracing::error!(error = %e, "intake failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        let public = match e {
+            IntakeError::Contention(_) => {
+                "Klaxon could not record this: the alert was busy with other requests; send it again"
+            }
+            IntakeError::Store(_) => {
+                "Klaxon could not record this: its store is unavailable; nothing was recorded, send it again"
+            }
+        };
+        ApiError::unavailable("store_unavailable", public, &e)
     }
 }
 
+/// The configured source for the URL. The 404 does not list the configured ids: anyone can
+/// call this route.
 fn source<'c>(state: &'c AppState, id: &str, kind: SourceKind) -> Result<&'c SourceConfig, ApiError> {
     state.config.sources.iter().find(|s| s.id == id && s.kind == kind).ok_or_else(|| {
-        let known: Vec<&str> = state.config.sources.iter().filter(|s| s.kind == kind).map(|s| s.id.as_str()).collect();
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_source",
             format!(
-                "no {kind} source {id:?} is configured{}; check the URL, or add a [[sources]] entry with kind = \"{kind}\"",
-                if known.is_empty() { String::new() } else { format!(" (configured: {})", known.join(", ")) }
+                "no {kind} source {id:?} is configured; check the URL, or add a [[sources]] entry with kind = \"{kind}\""
             ),
         )
     })
@@ -68,17 +82,21 @@ fn bad_request(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn verify(source: &SourceConfig, given: Option<&str>) -> Result<(), ApiError> {
+    let fix = match source.kind {
+        SourceKind::Mattermost => "an admin must update klaxon.toml with the outgoing webhook's token",
+        SourceKind::Particle => "an admin must send the key configured in klaxon.toml from the Particle webhook",
+    };
     match verify::check(source.token.as_ref(), given) {
         Verdict::Accepted => Ok(()),
         Verdict::Missing => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_token",
-            format!("source {} needs its token; configure the webhook to send it", source.id),
+            format!("this webhook sent no token, and source `{}` needs one; {fix}", source.id),
         )),
         Verdict::Wrong => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_token",
-            format!("the token does not match source {}; copy it again from the configuration", source.id),
+            format!("this webhook's token does not match source `{}`; {fix}", source.id),
         )),
     }
 }
@@ -99,16 +117,24 @@ fn mattermost_reply(state: &AppState, source: &str, user: &str, result: &IntakeR
             "Alert **{id}** raised, urgency **{urgency}**. {}",
             where_it_goes(state, "alert.triggered", source, result)
         ),
-        Outcome::Grouped => format!(
-            "Grouped into open alert **{id}** (now {} occurrences). {}",
-            result.occurrences,
-            where_it_goes(state, "alert.repeated", source, result)
-        ),
+        Outcome::Grouped => match result.raised_from {
+            Some(from) => format!(
+                "Grouped into open alert **{id}** (now {} occurrences); urgency raised from {from} to **{urgency}** by @{user}. {}",
+                result.occurrences,
+                where_it_goes(state, "alert.urgency_raised", source, result)
+            ),
+            None => format!(
+                "Grouped into open alert **{id}** (now {} occurrences, urgency **{urgency}**). {}",
+                result.occurrences,
+                where_it_goes(state, "alert.repeated", source, result)
+            ),
+        },
         Outcome::Acknowledged => format!("Alert **{id}** acknowledged by @{user}."),
         Outcome::Resolved => format!("Alert **{id}** resolved by @{user}."),
         Outcome::UnknownAlert => format!("There is no alert {id}; check the id in the alert's card."),
         Outcome::NoOpenAlert => "There is no open alert to act on.".to_string(),
         Outcome::Refused { reason } => format!("Nothing changed: {reason}."),
+        Outcome::NotAllowed { reason } => format!("Nothing changed: {reason}."),
     };
     if result.deduplicated && !matches!(result.outcome, Outcome::Grouped) {
         format!("This post was already handled. {text}")
@@ -130,12 +156,26 @@ pub async fn mattermost_hook(
     Path(source_id): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    // Every answer to Mattermost, refusals included, says in `text` what happened.
+    match mattermost_intake(state, &source_id, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.for_chat().into_response(),
+    }
+}
+
+async fn mattermost_intake(
+    state: AppState,
+    source_id: &str,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let source = source(&state, &source_id, SourceKind::Mattermost)?;
-    let encoding = encoding(&headers)?;
+    let source = source(&state, source_id, SourceKind::Mattermost)?;
+    let encoding = encoding(headers)?;
     let body = read_body(body).await?;
+    // The token first: a caller without it learns nothing about what a valid body looks like.
+    verify(source, mattermost::token(encoding, &body).as_deref())?;
     let hook = mattermost::parse(encoding, &body).map_err(bad_request)?;
-    verify(source, hook.token.as_deref())?;
 
     let bot = state.config.mattermost.as_ref().and_then(|m| m.bot_user_id.as_deref());
     if bot == Some(hook.user_id.as_str()) || source.ignore_user_ids.contains(&hook.user_id) {
@@ -144,29 +184,55 @@ pub async fn mattermost_hook(
         return Ok((StatusCode::OK, Json(json!({}))).into_response());
     }
 
-    let command = mattermost::read_command(&hook.text, &hook.trigger_word, source.default_urgency);
+    let command = mattermost::read_command(&hook.text, &hook.trigger_word);
+    let trigger = if hook.trigger_word.is_empty() { String::new() } else { format!("{} ", hook.trigger_word) };
+    let refuse = |status: StatusCode, code: &'static str, message: String| Err(ApiError::new(status, code, message));
     match &command {
         Command::Empty => {
-            let example = if hook.trigger_word.is_empty() {
-                "critical checkout is down".to_string()
-            } else {
-                format!("{} critical checkout is down", hook.trigger_word)
-            };
-            let message = format!("Nothing to raise: write what is wrong after the trigger word, e.g. `{example}`.");
-            let error = json!({ "error": { "code": "empty_message", "message": message } });
-            return Ok(comment(StatusCode::BAD_REQUEST, message, error));
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "empty_message",
+                format!(
+                    "Nothing to raise: write what is wrong after the trigger word, e.g. `{trigger}critical checkout is down`."
+                ),
+            );
+        }
+        Command::Usage { kind } => {
+            let verb = if *kind == EventKind::Acknowledge { "ack" } else { "resolve" };
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "alert_id_missing",
+                format!(
+                    "Nothing changed: name the alert, e.g. `{trigger}{verb} ALR-12` (the id is on the alert's card)."
+                ),
+            );
         }
         Command::Act { .. } if source.chat_actions == Some(false) => {
-            let message = format!("Acknowledging and resolving from chat is turned off for source {}.", source.id);
-            let error = json!({ "error": { "code": "chat_actions_disabled", "message": message } });
-            return Ok(comment(StatusCode::FORBIDDEN, message, error));
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "chat_actions_disabled",
+                format!(
+                    "Nothing changed: acknowledging and resolving from chat is turned off for source `{}`.",
+                    source.id
+                ),
+            );
+        }
+        Command::Act { .. } if source.insecure => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "insecure_source",
+                format!(
+                    "Nothing changed: source `{}` accepts requests without a token, so it can raise alerts but not act on them; an admin can give it a token in klaxon.toml.",
+                    source.id
+                ),
+            );
         }
         _ => {}
     }
     let Some(event) = mattermost::to_event(source, &hook, &command, jiff::Timestamp::now()) else {
         return Err(bad_request("the message holds nothing to act on"));
     };
-    let result = state.intake().apply(&event).await?;
+    let result = with_deadline(INTAKE_DEADLINE, state.intake().apply(&event)).await?;
     tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "mattermost trigger");
     let text = mattermost_reply(&state, &source.id, &hook.user_name, &result);
     Ok(comment(StatusCode::OK, text, json!({ "klaxon": result })))
@@ -204,7 +270,7 @@ pub async fn particle_hook(
         }
         Interpretation::Event(e) => e,
     };
-    let result = state.intake().apply(&event).await?;
+    let result = with_deadline(INTAKE_DEADLINE, state.intake().apply(&event)).await?;
     tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "particle event");
     let status = match (&result.outcome, result.status) {
         (Outcome::NoOpenAlert, _) => "no open alert".to_string(),
@@ -212,7 +278,7 @@ pub async fn particle_hook(
         (_, None) => "unchanged".to_string(),
     };
     let mut body = json!({ "alert_id": result.alert_id, "status": status, "deduplicated": result.deduplicated, "occurrences": result.occurrences });
-    if let Outcome::Refused { reason } = &result.outcome {
+    if let Outcome::Refused { reason } | Outcome::NotAllowed { reason } = &result.outcome {
         body["note"] = json!(reason);
     }
     Ok((StatusCode::OK, Json(body)).into_response())

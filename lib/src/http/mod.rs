@@ -12,6 +12,7 @@ use crate::app::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -21,6 +22,9 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 /// Mattermost posts are at most 16383 characters, Particle events a few KB; 256 KiB leaves room
 /// for form encoding and refuses anything else early.
 pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// How long `/healthz` waits for the store.
+pub const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// A route's path, with the Lambda function that serves it, for start-up output and docs.
 pub struct RouteInfo {
@@ -95,11 +99,10 @@ async fn not_built(method: Method, matched: Option<MatchedPath>) -> ApiError {
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    // A read of a key that never exists proves the store answers.
-    state.store.get("health", "check").await.map_err(|e| {
-        tracing::error!(error = %e, "health check: store unreachable");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("the store is not reachable: {e}"))
-    })?;
+    // A read of a key that never exists proves the store answers. Load balancers and monitors
+    // give up after a second or two, so this does not wait longer than that.
+    let probe = crate::embedded::with_deadline(HEALTH_DEADLINE, state.store.get("health", "check")).await;
+    probe.map_err(|e| ApiError::unavailable("store_unavailable", "the store is not reachable", &e))?;
     Ok(Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
@@ -136,6 +139,21 @@ pub fn is_built(path: &str) -> bool {
     ROUTES.iter().any(|r| r.path == path && r.built)
 }
 
+/// Another method on a known path: the JSON error, with `Allow` as HTTP asks.
+async fn wrong_method(method: Method, matched: Option<MatchedPath>) -> axum::response::Response {
+    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
+    let allowed =
+        if route == "/healthz" { "GET" } else { ROUTES.iter().find(|r| r.path == route).map_or("POST", |r| r.method) };
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not accepted on {route}; use {allowed}"),
+    );
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    response
+}
+
 fn routes_of(function: &str) -> Router<AppState> {
     ROUTES.iter().filter(|r| r.function == function).fold(Router::new(), |router, r| {
         let handler = match (r.path, r.method) {
@@ -144,14 +162,14 @@ fn routes_of(function: &str) -> Router<AppState> {
             (_, "GET") => get(not_built),
             _ => post(not_built),
         };
-        router.route(r.path, handler)
+        router.route(r.path, handler.fallback(wrong_method))
     })
 }
 
 /// Adds what every router shares: `/healthz`, the JSON 404, the body limit and request tracing.
 fn finish(router: Router<AppState>, state: AppState) -> Router {
     router
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz).fallback(wrong_method))
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::from_fn(limit_declared_body))

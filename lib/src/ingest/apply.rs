@@ -3,7 +3,9 @@
 //! delivery's "seen" record are one store transaction, so a retried request changes nothing
 //! and a failed write leaves nothing behind.
 
+use super::serial::KeyLocks;
 use super::{AlertEvent, EventKind};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Alert, AlertStatus, NewAlert, Urgency};
 use crate::notify::outbox::{self, Outbox};
@@ -13,9 +15,6 @@ use crate::repo::{RepoError, Versioned, decode, encode};
 use crate::store::{Condition, Item, Store, Write};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Optimistic retries when another request changed the same alert at the same moment.
-const ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -34,6 +33,10 @@ pub enum Outcome {
     Refused {
         reason: String,
     },
+    /// This source may not act on that alert (another source's alert); nothing changed.
+    NotAllowed {
+        reason: String,
+    },
 }
 
 /// What happened, as callers report it.
@@ -47,6 +50,9 @@ pub struct IntakeResult {
     pub occurrences: u32,
     /// True when this request opened nothing new: a grouped repeat or a repeated delivery.
     pub deduplicated: bool,
+    /// Set when this request raised the open alert's urgency: the urgency it had before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_from: Option<Urgency>,
 }
 
 impl IntakeResult {
@@ -58,11 +64,20 @@ impl IntakeResult {
             urgency: Some(alert.urgency),
             occurrences: alert.occurrences,
             deduplicated,
+            raised_from: None,
         }
     }
 
     fn nothing(outcome: Outcome) -> Self {
-        IntakeResult { outcome, alert_id: None, status: None, urgency: None, occurrences: 0, deduplicated: false }
+        IntakeResult {
+            outcome,
+            alert_id: None,
+            status: None,
+            urgency: None,
+            occurrences: 0,
+            deduplicated: false,
+            raised_from: None,
+        }
     }
 }
 
@@ -70,7 +85,9 @@ impl IntakeResult {
 pub enum IntakeError {
     #[error("the alert could not be stored ({0}); nothing was recorded, so the request can be retried")]
     Store(#[from] RepoError),
-    #[error("alert {0} kept changing under concurrent requests; nothing was recorded, retry")]
+    #[error(
+        "alert {0} kept changing under concurrent requests from other Klaxon instances; nothing was recorded, retry"
+    )]
     Contention(String),
 }
 
@@ -80,14 +97,16 @@ pub struct Intake {
     alerts: AlertRepo,
     outbox: Outbox,
     config: Arc<Config>,
+    locks: Arc<KeyLocks>,
 }
 
 fn seen_pk(source: &str, key: &str) -> String {
     format!("seen#{source}#{key}")
 }
 
-fn event_name(kind: EventKind, outcome: &Outcome) -> &'static str {
+fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str {
     match (kind, outcome) {
+        (_, Outcome::Grouped) if raised => "alert.urgency_raised",
         (_, Outcome::Grouped) => "alert.repeated",
         (EventKind::Trigger, _) => "alert.triggered",
         (EventKind::Acknowledge, _) => "alert.acknowledged",
@@ -96,23 +115,47 @@ fn event_name(kind: EventKind, outcome: &Outcome) -> &'static str {
 }
 
 impl Intake {
-    pub fn new(store: Arc<dyn Store>, outbox: Outbox, config: Arc<Config>) -> Self {
-        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config }
+    pub fn new(store: Arc<dyn Store>, outbox: Outbox, config: Arc<Config>, locks: Arc<KeyLocks>) -> Self {
+        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config, locks }
     }
 
+    /// Applies one event. Work on one alert is serialised inside this process; a collision
+    /// with another process (a conditional write that lost, DynamoDB's `TransactionConflict`)
+    /// is retried after a jittered pause, so contention never reaches the caller as an error
+    /// unless it lasts through every attempt.
     pub async fn apply(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
-        for _ in 0..ATTEMPTS {
+        let event = event.clone().bounded();
+        let result = {
+            let lock_key = match &event.alert_id {
+                Some(id) => format!("id\u{0}{id}"),
+                None => format!("key\u{0}{}\u{0}{}", event.source, event.dedup_key),
+            };
+            let _serial = self.locks.lock(&lock_key).await;
+            self.apply_with_retries(&event).await?
+        };
+        if let Some(id) = &result.alert_id {
+            self.relay(id).await;
+        }
+        Ok(result)
+    }
+
+    async fn apply_with_retries(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
+        let backoff = Backoff::CONTENDED_WRITE;
+        for attempt in 0..backoff.attempts {
+            if attempt > 0 {
+                backoff.wait(attempt).await;
+            }
             if let Some(previous) = self.seen(event).await? {
                 return Ok(IntakeResult { deduplicated: true, ..previous });
             }
             match self.try_apply(event).await {
-                Ok(result) => {
-                    if let Some(id) = &result.alert_id {
-                        self.relay(id).await;
-                    }
-                    return Ok(result);
+                Ok(result) => return Ok(result),
+                Err(RepoError::Conflict { what }) => {
+                    tracing::debug!(attempt, what, "write collided with another request; retrying");
                 }
-                Err(RepoError::Conflict { .. }) => continue,
+                Err(RepoError::Store(e)) if e.is_conflict() => {
+                    tracing::debug!(attempt, error = %e, "write collided with another request; retrying");
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -150,7 +193,11 @@ impl Intake {
             if since <= jiff::SignedDuration::try_from(window).unwrap_or_default() {
                 let mut alert = read.value.clone();
                 if alert.repeat(event.actor.clone(), event.at).is_ok() {
-                    let result = IntakeResult::about(Outcome::Grouped, &alert, true);
+                    let before = alert.urgency;
+                    let raised =
+                        event.urgency_named && alert.raise_urgency(event.urgency, event.actor.clone(), event.at);
+                    let mut result = IntakeResult::about(Outcome::Grouped, &alert, true);
+                    result.raised_from = raised.then_some(before);
                     let extra = self.extra_writes(event, &alert, &result);
                     self.alerts.update(&read, &alert, extra).await?;
                     return Ok(result);
@@ -190,6 +237,13 @@ impl Intake {
                 None => return Ok(IntakeResult::nothing(Outcome::NoOpenAlert)),
             },
         };
+        if !self.may_act_on(&event.source, &read.value.source) {
+            let reason = format!(
+                "source `{}` may not act on {} (raised by source `{}`); an admin can add it to `act_on` of source `{}` in klaxon.toml",
+                event.source, read.value.id, read.value.source, event.source
+            );
+            return Ok(IntakeResult::about(Outcome::NotAllowed { reason }, &read.value, false));
+        }
         let mut alert = read.value.clone();
         let (applied, outcome) = match event.kind {
             EventKind::Acknowledge => (alert.acknowledge(event.actor.clone(), event.at), Outcome::Acknowledged),
@@ -204,11 +258,17 @@ impl Intake {
         Ok(result)
     }
 
+    /// Whether a source may acknowledge or resolve alerts that `owner` raised: its own always,
+    /// others only when its `act_on` lists them. An `insecure` source (no token) never acts.
+    fn may_act_on(&self, actor: &str, owner: &str) -> bool {
+        self.config.source(actor).is_some_and(|s| s.may_act_on(owner))
+    }
+
     /// The job announcing this change, and the delivery's "seen" record.
     fn extra_writes(&self, event: &AlertEvent, alert: &Alert, result: &IntakeResult) -> Vec<Write> {
         let job = Job::Notify(NotifyJob {
             job_id: format!("{}#{:010}", alert.id, alert.revision),
-            event: event_name(event.kind, &result.outcome).to_string(),
+            event: event_name(event.kind, &result.outcome, result.raised_from.is_some()).to_string(),
             subject: Subject::Alert { id: alert.id.clone() },
             at: event.at,
         });

@@ -5,7 +5,7 @@
 //! (../shared/reference/mattermost.md §1.1).
 
 use super::{AlertEvent, DeliveryKey, EventKind};
-use crate::config::SourceConfig;
+use crate::config::{Secret, SourceConfig};
 use crate::domain::{Actor, Urgency};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -22,7 +22,8 @@ pub enum Encoding {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingWebhook {
-    pub token: Option<String>,
+    /// `Secret` so that a `Debug` of the payload never prints it.
+    pub token: Option<Secret>,
     pub team_id: String,
     pub channel_id: String,
     pub channel_name: String,
@@ -81,6 +82,19 @@ fn required(value: Option<String>, field: &str) -> Result<String, BadPayload> {
     })
 }
 
+/// Only the `token` field, read leniently, so that the caller can be verified before anything
+/// else of the body is looked at. `None` when there is none (or the body cannot be decoded).
+pub fn token(encoding: Encoding, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TokenOnly {
+        token: Option<String>,
+    }
+    match encoding {
+        Encoding::Form => url::form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()),
+        Encoding::Json => serde_json::from_slice::<TokenOnly>(body).ok().and_then(|t| t.token),
+    }
+}
+
 pub fn parse(encoding: Encoding, body: &[u8]) -> Result<OutgoingWebhook, BadPayload> {
     let b: Raw<i64> = match encoding {
         Encoding::Form => {
@@ -101,7 +115,7 @@ pub fn parse(encoding: Encoding, body: &[u8]) -> Result<OutgoingWebhook, BadPayl
         }
     };
     Ok(OutgoingWebhook {
-        token: b.token,
+        token: b.token.map(Secret::new),
         team_id: b.team_id.unwrap_or_default(),
         channel_id: b.channel_id.unwrap_or_default(),
         channel_name: b.channel_name.unwrap_or_default(),
@@ -118,10 +132,12 @@ pub fn parse(encoding: Encoding, body: &[u8]) -> Result<OutgoingWebhook, BadPayl
 /// What a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Raise an alert.
-    Raise { title: String, details: String, urgency: Urgency },
+    /// Raise an alert; `urgency` is `None` when the message names none (the source's default).
+    Raise { title: String, details: String, urgency: Option<Urgency> },
     /// `<trigger> ack ALR-12` / `<trigger> resolve ALR-12`.
     Act { kind: EventKind, alert_id: String },
+    /// An action verb without an alert id: answer with how to write it, raise nothing.
+    Usage { kind: EventKind },
     /// Nothing after the trigger word.
     Empty,
 }
@@ -138,22 +154,54 @@ pub fn urgency_word(word: &str) -> Option<Urgency> {
     }
 }
 
-/// The urgency named in `text`, matching whole words only ("slow" is not low, "highway" is not
-/// high). When several are named, the highest wins: under-paging is the costlier mistake.
-pub fn urgency_in(text: &str) -> Option<Urgency> {
-    text.split(|c: char| !c.is_alphanumeric()).filter_map(urgency_word).max()
+/// The urgency an explicit marker names: `sev1`..`sev4`, `p1`..`p4`, `!critical`,
+/// `urgency:critical` or `[critical]` (any urgency word inside the last three). Surrounding
+/// punctuation is ignored: `(sev1)`, `p2:` and `[high],` are markers too.
+pub fn urgency_marker(token: &str) -> Option<Urgency> {
+    let t = token.trim_start_matches('(').trim_end_matches(|c: char| ".,;:!?)".contains(c));
+    let lower = t.to_ascii_lowercase();
+    let bare = |w: &str| matches!(w, "sev1" | "sev2" | "sev3" | "sev4" | "p1" | "p2" | "p3" | "p4");
+    if bare(&lower) {
+        return urgency_word(&lower);
+    }
+    let inner = lower
+        .strip_prefix('!')
+        .or_else(|| lower.strip_prefix("urgency:"))
+        .or_else(|| lower.strip_prefix('[').and_then(|r| r.strip_suffix(']')))?;
+    urgency_word(inner)
 }
 
+/// The urgency a message names: a leading urgency word, or explicit markers anywhere; the
+/// highest wins when there are several. Plain urgency words later in the text do not count:
+/// "low priority: the critical path dashboard is stale" is low, and "not critical, just FYI" on a
+/// second line names nothing.
+pub fn urgency_in(text: &str) -> Option<Urgency> {
+    let mut words = text.split_whitespace();
+    let leading = words.next().and_then(|w| urgency_word(w.trim_end_matches(|c: char| !c.is_alphanumeric())));
+    let markers = text.split_whitespace().filter_map(urgency_marker);
+    leading.into_iter().chain(markers).max()
+}
+
+fn action_verb(word: &str) -> Option<EventKind> {
+    match word.trim_end_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase().as_str() {
+        "ack" | "acknowledge" | "acked" | "acknowledged" => Some(EventKind::Acknowledge),
+        "resolve" | "resolved" => Some(EventKind::Resolve),
+        _ => None,
+    }
+}
+
+/// `ALR-12` in any case, with trailing punctuation (`ALR-12.`, `alr-12,`) ignored.
 fn alert_id(word: &str) -> Option<String> {
+    let word = word.trim_start_matches('(').trim_end_matches(|c: char| !c.is_alphanumeric());
     let (prefix, number) = word.split_once('-')?;
     (prefix.eq_ignore_ascii_case("ALR") && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
         .then(|| format!("ALR-{number}"))
 }
 
 /// Reads the message: drops the trigger word (the whole first word, which Mattermost matched),
-/// then either an action on an alert or a title (first line), details (the other lines) and an
-/// urgency. A leading urgency word is syntax and leaves the title.
-pub fn read_command(text: &str, trigger_word: &str, default: Urgency) -> Command {
+/// then either an action on an alert (`ack ALR-1, on it`) or a title (first line), details (the
+/// other lines) and an urgency. A leading urgency word is syntax and leaves the title.
+pub fn read_command(text: &str, trigger_word: &str) -> Command {
     let text = text.trim();
     let rest = if !trigger_word.is_empty() && text.starts_with(trigger_word) {
         text.split_once(char::is_whitespace).map_or("", |(_, rest)| rest).trim_start()
@@ -161,14 +209,11 @@ pub fn read_command(text: &str, trigger_word: &str, default: Urgency) -> Command
         text
     };
     let mut words = rest.split_whitespace();
-    let first = words.next().unwrap_or_default();
-    let action = match first.to_ascii_lowercase().as_str() {
-        "ack" | "acknowledge" => Some(EventKind::Acknowledge),
-        "resolve" => Some(EventKind::Resolve),
-        _ => None,
-    };
-    if let (Some(kind), Some(id)) = (action, words.next().and_then(alert_id)) {
-        return Command::Act { kind, alert_id: id };
+    if let Some(kind) = words.next().and_then(action_verb) {
+        return match words.next().and_then(alert_id) {
+            Some(alert_id) => Command::Act { kind, alert_id },
+            None => Command::Usage { kind },
+        };
     }
     let (first_line, others) = rest.split_once('\n').unwrap_or((rest, ""));
     let mut title = first_line.trim();
@@ -182,9 +227,11 @@ pub fn read_command(text: &str, trigger_word: &str, default: Urgency) -> Command
     if title.is_empty() && others.trim().is_empty() {
         return Command::Empty;
     }
-    let urgency = urgency_in(rest).unwrap_or(default);
     let title = if title.is_empty() { others.trim().lines().next().unwrap_or_default().trim() } else { title };
-    Command::Raise { title: title.to_string(), details: others.trim().to_string(), urgency }
+    // Markers are syntax too: `checkout down [critical]` is the same problem as `checkout down`.
+    let title: Vec<&str> = title.split_whitespace().filter(|w| urgency_marker(w).is_none()).collect();
+    let title = if title.is_empty() { "(no title)".to_string() } else { title.join(" ") };
+    Command::Raise { title, details: others.trim().to_string(), urgency: urgency_in(rest) }
 }
 
 /// Two triggers with the same words (case and spacing aside) are the same problem.
@@ -203,13 +250,11 @@ pub fn to_event(
     let delivery = Some(DeliveryKey { key: format!("post:{}", hook.post_id), ttl_secs: POST_ID_MEMORY_SECS });
     let actor = Actor::user(&hook.user_id, &hook.user_name);
     let (kind, title, details, urgency, alert_id) = match command {
-        Command::Empty => return None,
+        Command::Empty | Command::Usage { .. } => return None,
         Command::Raise { title, details, urgency } => {
             (EventKind::Trigger, title.clone(), details.clone(), *urgency, None)
         }
-        Command::Act { kind, alert_id } => {
-            (*kind, String::new(), String::new(), source.default_urgency, Some(alert_id.clone()))
-        }
+        Command::Act { kind, alert_id } => (*kind, String::new(), String::new(), None, Some(alert_id.clone())),
     };
     let mut details = details;
     if kind == EventKind::Trigger && !hook.channel_name.is_empty() {
@@ -222,7 +267,8 @@ pub fn to_event(
         dedup_key: dedup_key(&title),
         summary: title,
         details,
-        urgency,
+        urgency: urgency.unwrap_or(source.default_urgency),
+        urgency_named: urgency.is_some(),
         actor,
         at: now,
         alert_id,
@@ -247,6 +293,16 @@ mod tests {
         assert_eq!(form.text, "#alert critical checkout returns 500s\nsince the 12:00 deploy");
         assert_eq!(form.trigger_word, "#alert");
         assert_eq!(form.file_ids, "");
+        assert_eq!(token(Encoding::Form, FORM), form.token.as_ref().map(|t| t.expose().to_string()));
+        assert_eq!(token(Encoding::Json, JSON).as_deref(), json.token.as_ref().map(|t| t.expose()));
+    }
+
+    #[test]
+    fn a_debug_of_the_payload_never_prints_the_token() {
+        let hook = parse(Encoding::Form, FORM).unwrap();
+        let token = token(Encoding::Form, FORM).unwrap();
+        let printed = format!("{hook:?}");
+        assert!(!printed.contains(&token) && printed.contains("Secret(***)"), "{printed}");
     }
 
     #[test]
@@ -260,65 +316,93 @@ mod tests {
     }
 
     #[test]
-    fn urgency_matches_whole_words_only() {
+    fn urgency_comes_from_a_leading_word_or_explicit_markers_only() {
         assert_eq!(urgency_in("slow response on the highway"), None);
         assert_eq!(urgency_in("low disk"), Some(Urgency::Low));
         assert_eq!(urgency_in("HIGH load"), Some(Urgency::High));
         assert_eq!(urgency_in("db is down (sev1)"), Some(Urgency::Critical));
         assert_eq!(urgency_in("p3: flaky test"), Some(Urgency::Medium));
         assert_eq!(urgency_in("sev4 cosmetic"), Some(Urgency::Low));
-        assert_eq!(urgency_in("low disk on critical db"), Some(Urgency::Critical), "the highest named wins");
         assert_eq!(urgency_in("p10 sev5 criticality"), None);
+        assert_eq!(urgency_in("low priority: the critical path dashboard is stale"), Some(Urgency::Low));
+        assert_eq!(urgency_in("dashboard stale\nnot critical, just FYI"), None, "plain words later never page");
+        assert_eq!(urgency_in("disk full on db-2 critical"), None);
+        assert_eq!(urgency_in("checkout down !critical"), Some(Urgency::Critical));
+        assert_eq!(urgency_in("checkout down urgency:HIGH"), Some(Urgency::High));
+        assert_eq!(urgency_in("checkout down [critical]."), Some(Urgency::Critical));
+        assert_eq!(urgency_in("low: fan noisy [high]"), Some(Urgency::High), "the highest named wins");
+        assert_eq!(urgency_in("a [note] and ! and urgency: nothing"), None);
     }
 
     #[test]
     fn the_trigger_word_and_a_leading_urgency_leave_the_title() {
-        let c = read_command("#alert critical checkout returns 500s\nsince the deploy", "#alert", Urgency::High);
+        let c = read_command("#alert critical checkout returns 500s\nsince the deploy", "#alert");
         assert_eq!(
             c,
             Command::Raise {
                 title: "checkout returns 500s".into(),
                 details: "since the deploy".into(),
-                urgency: Urgency::Critical
+                urgency: Some(Urgency::Critical)
             }
         );
-        let c = read_command("#alert slow queries on the highway service", "#alert", Urgency::Medium);
+        let c = read_command("#alert slow queries on the highway service", "#alert");
         assert_eq!(
             c,
             Command::Raise {
                 title: "slow queries on the highway service".into(),
                 details: String::new(),
-                urgency: Urgency::Medium
+                urgency: None
             }
         );
     }
 
     #[test]
-    fn a_channel_hook_without_trigger_word_keeps_the_whole_text() {
-        let c = read_command("disk full on db-2", "", Urgency::Low);
-        assert_eq!(
-            c,
-            Command::Raise { title: "disk full on db-2".into(), details: String::new(), urgency: Urgency::Low }
-        );
+    fn markers_leave_the_title_so_that_repeats_group() {
+        let plain = read_command("#alert disk full on db-2", "#alert");
+        let marked = read_command("#alert disk full [critical] on db-2 (sev1)", "#alert");
+        let title = |c: &Command| match c {
+            Command::Raise { title, .. } => title.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(title(&plain), title(&marked));
+        assert!(matches!(marked, Command::Raise { urgency: Some(Urgency::Critical), .. }));
     }
 
     #[test]
-    fn ack_and_resolve_with_an_alert_id_are_actions() {
-        assert_eq!(
-            read_command("#alert resolve alr-12", "#alert", Urgency::High),
-            Command::Act { kind: EventKind::Resolve, alert_id: "ALR-12".into() }
-        );
-        assert_eq!(
-            read_command("#alert ack ALR-3 looking", "#alert", Urgency::High),
-            Command::Act { kind: EventKind::Acknowledge, alert_id: "ALR-3".into() }
-        );
-        assert!(matches!(read_command("#alert resolve the dns issue", "#alert", Urgency::High), Command::Raise { .. }));
+    fn a_channel_hook_without_trigger_word_keeps_the_whole_text() {
+        let c = read_command("disk full on db-2", "");
+        assert_eq!(c, Command::Raise { title: "disk full on db-2".into(), details: String::new(), urgency: None });
+    }
+
+    #[test]
+    fn actions_are_read_like_a_person_writes_them() {
+        let act = |kind, id: &str| Command::Act { kind, alert_id: id.into() };
+        use EventKind::{Acknowledge as Ack, Resolve};
+        for (text, want) in [
+            ("#alert resolve alr-12", act(Resolve, "ALR-12")),
+            ("#alert ack ALR-3 looking", act(Ack, "ALR-3")),
+            ("#alert ack ALR-1.", act(Ack, "ALR-1")),
+            ("#alert ack ALR-1, on it", act(Ack, "ALR-1")),
+            ("#alert Acknowledged alr-7!", act(Ack, "ALR-7")),
+            ("#alert acked ALR-8", act(Ack, "ALR-8")),
+            ("#alert acknowledge ALR-9:", act(Ack, "ALR-9")),
+            ("#alert resolved ALR-10 (fixed)", act(Resolve, "ALR-10")),
+        ] {
+            assert_eq!(read_command(text, "#alert"), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_verb_without_an_alert_id_is_a_usage_question_not_an_alert() {
+        assert_eq!(read_command("#alert ack", "#alert"), Command::Usage { kind: EventKind::Acknowledge });
+        assert_eq!(read_command("#alert resolve the dns issue", "#alert"), Command::Usage { kind: EventKind::Resolve });
+        assert_eq!(read_command("#alert ack: ALR", "#alert"), Command::Usage { kind: EventKind::Acknowledge });
     }
 
     #[test]
     fn nothing_after_the_trigger_is_empty() {
-        assert_eq!(read_command("#alert", "#alert", Urgency::High), Command::Empty);
-        assert_eq!(read_command("#alert   critical ", "#alert", Urgency::High), Command::Empty);
+        assert_eq!(read_command("#alert", "#alert"), Command::Empty);
+        assert_eq!(read_command("#alert   critical ", "#alert"), Command::Empty);
     }
 
     #[test]

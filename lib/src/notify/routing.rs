@@ -18,8 +18,14 @@ fn pattern_matches(pattern: &str, event: &str) -> bool {
     }
 }
 
+/// A raised urgency is routed as a trigger at the new urgency would have been, so a route
+/// that pages on-call for critical triggers also hears of an alert that became critical.
+fn event_matches(pattern: &str, event: &str) -> bool {
+    pattern_matches(pattern, event) || (event == "alert.urgency_raised" && pattern_matches(pattern, "alert.triggered"))
+}
+
 fn route_matches(route: &Route, f: &EventFacts<'_>) -> bool {
-    route.events.iter().any(|p| pattern_matches(p, f.event))
+    route.events.iter().any(|p| event_matches(p, f.event))
         && (route.sources.is_empty() || f.source.is_some_and(|s| route.sources.iter().any(|r| r == s)))
         && route.min_urgency.is_none_or(|min| f.urgency.is_some_and(|u| u >= min))
 }

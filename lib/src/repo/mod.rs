@@ -38,8 +38,6 @@ pub enum RepoError {
     AlreadyExists { what: String },
     #[error("stored {what} cannot be read: {reason}")]
     Decode { what: String, reason: String },
-    #[error("could not take the next {name} number after {attempts} attempts under contention; retry")]
-    Contention { name: String, attempts: u32 },
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> String {

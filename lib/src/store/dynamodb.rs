@@ -4,15 +4,18 @@
 //! Expired items are hidden here, not left to DynamoDB: TTL deletion may run up to 48 hours
 //! late, so every read filters and every condition treats an expired item as absent.
 
-use super::{Condition, Found, Item, Store, StoreError, Write, now_unix, validate_transaction};
+use super::{Condition, Found, Item, Store, StoreError, Write, check_item, check_key, now_unix, validate_transaction};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, ConditionCheck, Delete, KeySchemaElement,
+    KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
 };
 use std::collections::HashMap;
 
@@ -76,6 +79,52 @@ impl DynamoStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn query(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        check_key(pk, prefix)?;
+        let now = now_unix();
+        let mut items = Vec::new();
+        let mut start: Option<Attrs> = start_after.map(|sk| Self::key(pk, sk));
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .set_exclusive_start_key(start.take());
+            req = if prefix.is_empty() {
+                req.key_condition_expression("#pk = :pk")
+            } else {
+                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
+            };
+            // Expired items are filtered here rather than with a FilterExpression, because
+            // DynamoDB applies Limit before filters and a page could come back short.
+            let out = req.send().await.map_err(backend)?;
+            for attrs in out.items() {
+                let item = from_attrs(attrs)?;
+                if !item.is_expired(now) {
+                    items.push(item);
+                    if limit.is_some_and(|l| items.len() >= l) {
+                        return Ok(items);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
     }
 
     fn key(pk: &str, sk: &str) -> Attrs {
@@ -174,6 +223,7 @@ macro_rules! with_expr {
 #[async_trait]
 impl Store for DynamoStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        check_key(pk, sk)?;
         let out = self
             .client
             .get_item()
@@ -193,6 +243,7 @@ impl Store for DynamoStore {
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        check_item(&item)?;
         let now = now_unix();
         let req = self
             .client
@@ -214,11 +265,15 @@ impl Store for DynamoStore {
                     found: found_in(old, now),
                 })
             }
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::TransactionConflictException(_)) => {
+                Err(StoreError::Contended { pk: item.pk, sk: item.sk })
+            }
             Err(e) => Err(backend(e)),
         }
     }
 
     async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
+        check_key(pk, sk)?;
         let now = now_unix();
         let req = self
             .client
@@ -242,47 +297,25 @@ impl Store for DynamoStore {
                     found: found_in(old, now),
                 })
             }
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), DeleteItemError::TransactionConflictException(_)) => {
+                Err(StoreError::Contended { pk: pk.to_string(), sk: sk.to_string() })
+            }
             Err(e) => Err(backend(e)),
         }
     }
 
     async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
-        let now = now_unix();
-        let mut items = Vec::new();
-        let mut start: Option<Attrs> = None;
-        loop {
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
-                .set_exclusive_start_key(start.take());
-            req = if prefix.is_empty() {
-                req.key_condition_expression("#pk = :pk")
-            } else {
-                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                    .expression_attribute_names("#sk", SK)
-                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
-            };
-            // Expired items are filtered here rather than with a FilterExpression, because
-            // DynamoDB applies Limit before filters and a page could come back short.
-            let out = req.send().await.map_err(backend)?;
-            for attrs in out.items() {
-                let item = from_attrs(attrs)?;
-                if !item.is_expired(now) {
-                    items.push(item);
-                    if limit.is_some_and(|l| items.len() >= l) {
-                        return Ok(items);
-                    }
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(items),
-            }
-        }
+        self.query(pk, prefix, None, limit).await
+    }
+
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query(pk, prefix, start_after, Some(limit)).await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -312,18 +345,64 @@ impl Store for DynamoStore {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => {
-                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
-                if let E::TransactionCanceledException(c) = e.err() {
-                    let failed =
-                        c.cancellation_reasons().iter().position(|r| r.code() == Some("ConditionalCheckFailed"));
-                    if let Some((index, write)) = failed.and_then(|i| writes.get(i).map(|w| (i, w))) {
-                        let (pk, sk) = write.key();
-                        return Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() });
+                let mapped = match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        cancelled(&writes, c.cancellation_reasons())
                     }
-                }
-                Err(backend(SdkError::ServiceError(e)))
+                    _ => None,
+                };
+                Err(mapped.unwrap_or_else(|| backend(SdkError::ServiceError(e))))
             }
             Err(e) => Err(backend(e)),
         }
     }
+
+    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+        check_key(pk, sk)?;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .update_expression("SET #d = if_not_exists(#d, :empty) ADD #v :one")
+            .expression_attribute_names("#d", DATA)
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":empty", AttributeValue::S(String::new()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::TransactionConflictException(_)) => {
+                return Err(StoreError::Contended { pk: pk.to_string(), sk: sk.to_string() });
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        let n = out.attributes().and_then(|a| a.get(VERSION)).and_then(|v| v.as_n().ok());
+        n.and_then(|n| n.parse::<u64>().ok()).ok_or_else(|| StoreError::Corrupt {
+            pk: pk.to_string(),
+            sk: sk.to_string(),
+            reason: "the counter's attribute v is not a number after the increment".into(),
+        })
+    }
+
+    async fn purge_expired(&self, _max: usize) -> Result<usize, StoreError> {
+        // DynamoDB's TTL deletes expired items (reads already hide them until it does).
+        Ok(0)
+    }
+}
+
+/// What a cancelled transaction means, from its per-write reasons: a condition that did not
+/// hold (the caller reloads and decides again), or a collision with another transaction (the
+/// caller retries). DynamoDB lists one reason per write, `None` for the writes that were fine.
+/// Anything else (throttling, validation) is left to the caller as a backend failure.
+fn cancelled(writes: &[Write], reasons: &[CancellationReason]) -> Option<StoreError> {
+    let at = |code: &str| {
+        reasons.iter().position(|r| r.code() == Some(code)).and_then(|i| writes.get(i).map(|w| (i, w.key())))
+    };
+    if let Some((index, (pk, sk))) = at("ConditionalCheckFailed") {
+        return Some(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() });
+    }
+    at("TransactionConflict").map(|(_, (pk, sk))| StoreError::Contended { pk: pk.into(), sk: sk.into() })
 }

@@ -86,9 +86,16 @@ impl Write {
     }
 }
 
-/// DynamoDB's limit for one TransactWriteItems call; the SQLite adapter enforces it too so that
-/// code tested locally does not fail on AWS.
+/// DynamoDB's limits, enforced by both adapters so that code tested locally does not fail on AWS.
 pub const MAX_TRANSACTION_WRITES: usize = 100;
+/// Bytes of UTF-8 in a partition key.
+pub const MAX_PK_BYTES: usize = 2048;
+/// Bytes of UTF-8 in a sort key.
+pub const MAX_SK_BYTES: usize = 1024;
+/// An item's size as DynamoDB counts it: attribute names plus values. AWS documents "400 KB"
+/// and accepts a little over 409,000 bytes in practice (moto cuts at 405,000); 400,000 is under
+/// both.
+pub const MAX_ITEM_BYTES: usize = 400_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,8 +107,15 @@ pub enum StoreError {
         "transaction cancelled because the condition on write {index} ({pk}/{sk}) did not hold; nothing was written"
     )]
     TransactionConflict { index: usize, pk: String, sk: String },
+    /// Another transaction was writing the same item at the same moment (DynamoDB's
+    /// `TransactionConflict`); nothing was written. Retrying after a short, jittered pause works.
+    #[error("another request was writing {pk}/{sk} at the same moment; nothing was written, retry")]
+    Contended { pk: String, sk: String },
     #[error("invalid transaction: {0}")]
     InvalidTransaction(String),
+    /// A key or item over DynamoDB's limits; the same on both adapters. Nothing was written.
+    #[error("{what} is {size} bytes, over the store's limit of {limit}; shorten it (nothing was written)")]
+    TooLarge { what: String, size: usize, limit: usize },
     #[error("stored item {pk}/{sk} is malformed: {reason}; the table may have been written by another program")]
     Corrupt { pk: String, sk: String, reason: String },
     #[error("{backend} failed: {message}; check that the store is reachable and retry")]
@@ -109,8 +123,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Someone else changed (or was changing) the item: reload and retry.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, StoreError::ConditionFailed { .. } | StoreError::TransactionConflict { .. })
+        matches!(
+            self,
+            StoreError::ConditionFailed { .. } | StoreError::TransactionConflict { .. } | StoreError::Contended { .. }
+        )
     }
 }
 
@@ -145,8 +163,80 @@ pub trait Store: Send + Sync {
     /// order, at most `limit` of them when given.
     async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError>;
 
+    /// Live items of one partition whose sort key starts with `prefix` and sorts after
+    /// `start_after` (when given), in ascending order, at most `limit` of them: one page.
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError>;
+
     /// Applies every write or none. At most [`MAX_TRANSACTION_WRITES`] writes, each key once.
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Adds one to the version of the item under the key, creating it at version 1 with empty
+    /// data, and returns the new version: an atomic counter, one round trip, no retries. The
+    /// item never expires.
+    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError>;
+
+    /// Deletes up to `max` items that have expired, returning how many went. The embedded store
+    /// needs this so that its file does not grow without bound; DynamoDB's TTL does it on AWS,
+    /// so that adapter deletes nothing and returns 0.
+    async fn purge_expired(&self, max: usize) -> Result<usize, StoreError>;
+}
+
+/// Refuses keys over DynamoDB's limits (DynamoDB itself answers a ValidationException).
+pub(crate) fn check_key(pk: &str, sk: &str) -> Result<(), StoreError> {
+    let too_large = |what: &str, size, limit| {
+        let shown: String = what.chars().take(40).collect();
+        StoreError::TooLarge { what: format!("key {shown}…"), size, limit }
+    };
+    if pk.len() > MAX_PK_BYTES {
+        return Err(too_large(pk, pk.len(), MAX_PK_BYTES));
+    }
+    if sk.len() > MAX_SK_BYTES {
+        return Err(too_large(sk, sk.len(), MAX_SK_BYTES));
+    }
+    Ok(())
+}
+
+/// An item's size as DynamoDB computes it: each attribute's name and value in bytes (numbers
+/// counted generously at 21 bytes).
+pub fn item_size(item: &Item) -> usize {
+    const NUMBER: usize = 21;
+    let mut size = "pk".len() + item.pk.len() + "sk".len() + item.sk.len();
+    size += "v".len() + NUMBER + "data".len() + item.data.len();
+    if item.expires_at.is_some() {
+        size += "expires_at".len() + NUMBER;
+    }
+    size
+}
+
+/// Refuses an item whose keys or size are over DynamoDB's limits.
+pub(crate) fn check_item(item: &Item) -> Result<(), StoreError> {
+    check_key(&item.pk, &item.sk)?;
+    let size = item_size(item);
+    if size > MAX_ITEM_BYTES {
+        return Err(StoreError::TooLarge {
+            what: format!("item {}/{}", item.pk, item.sk),
+            size,
+            limit: MAX_ITEM_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks one write's keys and size.
+pub(crate) fn check_write(write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Put { item, .. } => check_item(item),
+        other => {
+            let (pk, sk) = other.key();
+            check_key(pk, sk)
+        }
+    }
 }
 
 /// Checks the rules that both adapters share before a transaction reaches the backend.
@@ -162,6 +252,7 @@ pub(crate) fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
     }
     let mut seen = std::collections::HashSet::new();
     for w in writes {
+        check_write(w)?;
         let (pk, sk) = w.key();
         if !seen.insert((pk, sk)) {
             return Err(StoreError::InvalidTransaction(format!(

@@ -1,6 +1,9 @@
 //! The embedded store: one SQLite file, the same semantics as the DynamoDB adapter.
 
-use super::{Condition, Item, Store, StoreError, Write, condition_holds, found, now_unix, validate_transaction};
+use super::{
+    Condition, Item, Store, StoreError, Write, check_key, check_write, condition_holds, found, now_unix,
+    validate_transaction,
+};
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -14,6 +17,8 @@ CREATE TABLE IF NOT EXISTS items (
     expires_at INTEGER,
     PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
+-- The purge of expired rows finds them without scanning the table.
+CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
 #[derive(Clone)]
@@ -88,26 +93,18 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
     Ok(Ok(()))
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        let (pk, sk, now) = (pk.to_string(), sk.to_string(), now_unix());
-        Ok(self.db.run(move |tx| live_item(tx, &pk, &sk, now)).await?)
-    }
-
-    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
-        let now = now_unix();
-        self.db.run(move |tx| apply(tx, &Write::Put { item, condition }, now)).await?
-    }
-
-    async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
-        let write = Write::Delete { pk: pk.to_string(), sk: sk.to_string(), condition };
-        let now = now_unix();
-        self.db.run(move |tx| apply(tx, &write, now)).await?
-    }
-
-    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+impl SqliteStore {
+    async fn query(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        check_key(pk, prefix)?;
         let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
+        // An empty string sorts before every sort key, so "after nothing" is "after ''".
+        let after = start_after.map(str::to_string);
         let limit = limit.map_or(-1, |l| l as i64);
         let items = self
             .db
@@ -117,14 +114,52 @@ impl Store for SqliteStore {
                 let mut stmt = tx.prepare_cached(
                     "SELECT pk, sk, version, data, expires_at FROM items
                      WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
+                       AND (?5 IS NULL OR sk > ?5)
                        AND (expires_at IS NULL OR expires_at > ?3)
                      ORDER BY sk LIMIT ?4",
                 )?;
-                let rows = stmt.query_map(params![pk, prefix, now, limit], row_to_item)?;
+                let rows = stmt.query_map(params![pk, prefix, now, limit, after], row_to_item)?;
                 rows.collect::<rusqlite::Result<Vec<Item>>>()
             })
             .await?;
         Ok(items)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        check_key(pk, sk)?;
+        let (pk, sk, now) = (pk.to_string(), sk.to_string(), now_unix());
+        Ok(self.db.run(move |tx| live_item(tx, &pk, &sk, now)).await?)
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        let write = Write::Put { item, condition };
+        check_write(&write)?;
+        let now = now_unix();
+        self.db.run(move |tx| apply(tx, &write, now)).await?
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
+        let write = Write::Delete { pk: pk.to_string(), sk: sk.to_string(), condition };
+        check_write(&write)?;
+        let now = now_unix();
+        self.db.run(move |tx| apply(tx, &write, now)).await?
+    }
+
+    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+        self.query(pk, prefix, None, limit).await
+    }
+
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query(pk, prefix, start_after, Some(limit)).await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -143,5 +178,38 @@ impl Store for SqliteStore {
                 Ok(Ok(()))
             })
             .await?
+    }
+
+    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+        check_key(pk, sk)?;
+        let (pk, sk) = (pk.to_string(), sk.to_string());
+        let n = self
+            .db
+            .run(move |tx| {
+                tx.query_row(
+                    "INSERT INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, 1, '', NULL)
+                     ON CONFLICT (pk, sk) DO UPDATE SET version = version + 1
+                     RETURNING version",
+                    params![pk, sk],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn purge_expired(&self, max: usize) -> Result<usize, StoreError> {
+        let now = now_unix();
+        let deleted = self
+            .db
+            .run(move |tx| {
+                tx.execute(
+                    "DELETE FROM items WHERE (pk, sk) IN (
+                         SELECT pk, sk FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+                    params![now, max as i64],
+                )
+            })
+            .await?;
+        Ok(deleted)
     }
 }

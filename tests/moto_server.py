@@ -1,0 +1,42 @@
+"""moto server, one request at a time.
+
+moto's DynamoDB is not thread-safe: TransactWriteItems deep-copies the table while another
+request thread may be writing to it, and under a burst (200 simultaneous new alerts) moto
+answers HTTP 500 "dictionary changed size during iteration", which real DynamoDB never does.
+This runs the same application as `moto_server`, but lets one request into moto at a time
+(connections are still accepted concurrently), which is also how moto already treats
+transactions: serialised. Real AWS's conflicts (TransactionConflict, throttling) are produced
+by the fault-injecting endpoint in tests/src/faulty.rs instead.
+
+Usage: python moto_server.py HOST PORT
+"""
+
+import os
+import sys
+import threading
+
+from werkzeug.serving import run_simple
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    os.environ.setdefault("MOTO_PORT", str(port))
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            # Consume the whole response inside the lock: moto builds it lazily.
+            return list(app(environ, start_response))
+
+    run_simple(host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()
