@@ -4,6 +4,7 @@
 //! `KLAXON_TEST_AWS_ENDPOINT`. Without it a local `cargo test` skips the AWS cases with a
 //! printed notice; under `CI=true` a missing endpoint fails the run instead.
 
+pub mod faulty;
 pub mod queue_contract;
 pub mod store_contract;
 
@@ -147,6 +148,31 @@ pub async fn aws_app(config: &str) -> Option<TestApp> {
         SqsQueue::create_with_dead_letter(&sqs, &unique_name("klaxon-timer"), 5).await.expect("timer queue");
     let state = klaxon::app::AppState::aws_with(&sdk, config_from(config), table, notify, timer);
     Some(TestApp { state, _dir: None })
+}
+
+/// Like [`aws_app`], but DynamoDB calls go through a fault-injecting proxy in front of moto.
+pub async fn aws_app_with_faults(config: &str) -> Option<(TestApp, faulty::FaultyDynamo)> {
+    let endpoint = aws_endpoint()?;
+    let mut app = aws_app(config).await?;
+    let proxy = faulty::FaultyDynamo::start(&endpoint).await;
+    let table = match &app.state.storage {
+        klaxon::app::StorageDescription::Aws { table } => table.clone(),
+        other => panic!("aws_app built {other:?}"),
+    };
+    let client = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&proxy.url).await);
+    app.state.store = Arc::new(DynamoStore::new(client, table));
+    Some((app, proxy))
+}
+
+/// A DynamoDB store on a fresh table, reached through a fault-injecting proxy.
+pub async fn faulty_dynamo_store() -> Option<(Arc<dyn Store>, faulty::FaultyDynamo)> {
+    let endpoint = aws_endpoint()?;
+    let direct = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&endpoint).await);
+    let table = unique_name("klaxon-faults");
+    DynamoStore::create_table(&direct, &table).await.expect("create table on moto");
+    let proxy = faulty::FaultyDynamo::start(&endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&proxy.url).await);
+    Some((Arc::new(DynamoStore::new(client, table)), proxy))
 }
 
 /// Reads a fixture from `tests/fixtures/`.

@@ -1,4 +1,24 @@
 //! The store contract: every adapter must pass every case here, unchanged.
+//!
+//! # Where moto differs from DynamoDB
+//!
+//! The contract describes DynamoDB. moto (the DynamoDB adapter's test double) differs in ways
+//! that must never be "fixed" by bending the SQLite adapter to match moto:
+//!
+//! * **Transactions are serialised.** moto never answers `TransactionConflict` (a
+//!   `TransactionCanceledException` with that reason, or `TransactionConflictException` on a
+//!   single-item write that meets a running transaction), never throttles and never denies
+//!   access. Those paths are tested against the fault-injecting endpoint in
+//!   `tests/src/faulty.rs` (`tests/tests/aws_faults.rs`).
+//! * **It is not thread-safe.** Concurrent `TransactWriteItems` can crash moto's request thread
+//!   (HTTP 500, "dictionary changed size during iteration"); `tests/moto_server.py` therefore lets
+//!   one request into moto at a time.
+//! * **TTL never deletes.** Expired items stay in moto forever; the adapter hides them, as it
+//!   must on AWS too (TTL deletes up to 48 h late).
+//! * **Item size** is cut at 405,000 bytes in moto, a little over 409,000 on AWS; the store
+//!   port's own limit (400,000) is under both.
+//! * **Expression errors** (a syntax error, an undefined placeholder) are HTTP 500 in moto and
+//!   400 `ValidationException` on AWS.
 
 use klaxon::store::{
     Condition, Found, Item, MAX_ITEM_BYTES, MAX_PK_BYTES, MAX_SK_BYTES, MAX_TRANSACTION_WRITES, Store, StoreError,

@@ -141,6 +141,8 @@ impl Intake {
 
     async fn apply_with_retries(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
         let backoff = Backoff::CONTENDED_WRITE;
+        // A number taken for a new alert is kept across retries, so collisions leave no gaps.
+        let mut reserved_id = None;
         for attempt in 0..backoff.attempts {
             if attempt > 0 {
                 backoff.wait(attempt).await;
@@ -148,7 +150,7 @@ impl Intake {
             if let Some(previous) = self.seen(event).await? {
                 return Ok(IntakeResult { deduplicated: true, ..previous });
             }
-            match self.try_apply(event).await {
+            match self.try_apply(event, &mut reserved_id).await {
                 Ok(result) => return Ok(result),
                 Err(RepoError::Conflict { what }) => {
                     tracing::debug!(attempt, what, "write collided with another request; retrying");
@@ -178,14 +180,14 @@ impl Intake {
         }
     }
 
-    async fn try_apply(&self, event: &AlertEvent) -> Result<IntakeResult, RepoError> {
+    async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<IntakeResult, RepoError> {
         match event.kind {
-            EventKind::Trigger => self.trigger(event).await,
+            EventKind::Trigger => self.trigger(event, reserved_id).await,
             EventKind::Acknowledge | EventKind::Resolve => self.act(event).await,
         }
     }
 
-    async fn trigger(&self, event: &AlertEvent) -> Result<IntakeResult, RepoError> {
+    async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<IntakeResult, RepoError> {
         let open = self.alerts.find_open(&event.source, &event.dedup_key).await?;
         let window = self.config.source(&event.source).map(|s| s.grouping_window()).unwrap_or_default();
         if let Some(read) = open.alert {
@@ -206,8 +208,12 @@ impl Intake {
         }
         // No open alert, or the last occurrence is older than the window: a new episode. It
         // takes over the key; an older alert that is still open stays open on its own.
+        let id = match reserved_id {
+            Some(id) => id.clone(),
+            None => reserved_id.insert(self.alerts.next_id().await?).clone(),
+        };
         let new = NewAlert {
-            id: self.alerts.next_id().await?,
+            id,
             source: event.source.clone(),
             dedup_key: event.dedup_key.clone(),
             summary: event.summary.clone(),

@@ -1,0 +1,141 @@
+//! The DynamoDB errors moto never produces, from a fault-injecting endpoint that speaks
+//! DynamoDB's JSON protocol (tests/src/faulty.rs): how the adapter maps them, and what intake
+//! answers when they happen.
+//!
+//! Where moto differs from AWS is written down in tests/src/store_contract.rs.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use klaxon::store::{Condition, Item, StoreError, Write};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn two_puts() -> Vec<Write> {
+    vec![
+        Write::Put { item: Item::new("p", "a", "a"), condition: Condition::Absent },
+        Write::Put { item: Item::new("p", "b", "b"), condition: Condition::None },
+    ]
+}
+
+#[tokio::test]
+async fn a_transaction_cancelled_for_transaction_conflict_is_a_retryable_conflict() {
+    let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };
+    proxy.cancel_next_transactions(1, &["None", "TransactionConflict"]);
+    let err = store.transact(two_puts()).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Contended { sk, .. } if sk == "b"), "{err:?}");
+    assert!(err.is_conflict(), "callers reload and retry: {err}");
+    assert_eq!(store.get("p", "a").await.unwrap(), None, "nothing was written");
+    store.transact(two_puts()).await.expect("the retry goes through");
+    assert_eq!(store.get("p", "a").await.unwrap().unwrap().data, "a");
+}
+
+#[tokio::test]
+async fn a_failed_condition_still_names_its_write_when_another_reason_is_listed_too() {
+    let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };
+    proxy.cancel_next_transactions(1, &["TransactionConflict", "ConditionalCheckFailed"]);
+    let err = store.transact(two_puts()).await.unwrap_err();
+    assert!(matches!(err, StoreError::TransactionConflict { index: 1, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn single_item_writes_meeting_a_transaction_are_retryable_conflicts() {
+    let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };
+    for op in ["PutItem", "DeleteItem", "UpdateItem"] {
+        proxy.fail_next(op, 1, 400, "TransactionConflictException", json!({}));
+    }
+    let put = store.put(Item::new("p", "k", "x"), Condition::None).await.unwrap_err();
+    let delete = store.delete("p", "k", Condition::None).await.unwrap_err();
+    let increment = store.increment("counter#alert", "counter").await.unwrap_err();
+    for err in [put, delete, increment] {
+        assert!(matches!(err, StoreError::Contended { .. }), "{err:?}");
+    }
+    assert_eq!(store.increment("counter#alert", "counter").await.unwrap(), 1, "the retry counts from 1");
+}
+
+#[tokio::test]
+async fn throttling_and_access_denied_are_backend_failures_not_conflicts() {
+    let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };
+    // The SDK retries throttling itself (3 attempts in standard mode) before giving up.
+    proxy.fail_next("TransactWriteItems", 5, 400, "ThrottlingException", json!({}));
+    let err = store.transact(two_puts()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }) && !err.is_conflict(), "{err:?}");
+    assert_eq!(proxy.calls("TransactWriteItems"), 3, "the SDK tried three times");
+    proxy.fail_next(
+        "GetItem",
+        1,
+        400,
+        "AccessDeniedException",
+        json!({"message": "User: arn:aws:sts::123456789012:assumed-role/klaxon-fn is not authorized"}),
+    );
+    let err = store.get("p", "a").await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+}
+
+const CONFIG: &str = r#"
+version = 1
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "particle-key-0123456789"
+"#;
+
+async fn particle(state: &klaxon::app::AppState, body: &str) -> (StatusCode, Value) {
+    let req = Request::post("/hooks/particle/freezer")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", "Bearer particle-key-0123456789")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = klaxon::http::all(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Before the mapping, each of these was a 503 on AWS and the event was lost (Particle retries
+/// once at most, Mattermost never).
+#[tokio::test]
+async fn intake_rides_out_transaction_conflicts_on_new_alerts_and_repeats() {
+    let Some((app, proxy)) = klaxon_tests::aws_app_with_faults(CONFIG).await else { return };
+    proxy.cancel_next_transactions(2, &["None", "TransactionConflict", "None"]);
+    let (status, body) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t1").await;
+    assert_eq!((status, body["alert_id"].as_str()), (StatusCode::OK, Some("ALR-1")), "{body}");
+    assert_eq!(proxy.pending_faults(), 0, "both conflicts were met and retried");
+
+    proxy.cancel_next_transactions(3, &["TransactionConflict", "None", "None"]);
+    let (status, body) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t2").await;
+    assert_eq!((status, body["occurrences"].as_u64()), (StatusCode::OK, Some(2)), "{body}");
+    let alert = app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.occurrences, 2, "the repeat counted once, despite three collisions");
+    // The retried writes were never applied twice: one job per change.
+    let jobs = app
+        .state
+        .notify_queue
+        .receive(klaxon::queue::ReceiveOptions::new(10, std::time::Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+}
+
+#[tokio::test]
+async fn intake_answers_a_fixed_503_when_access_is_denied_and_keeps_the_detail_in_the_log() {
+    let Some((app, proxy)) = klaxon_tests::aws_app_with_faults(CONFIG).await else { return };
+    proxy.fail_next(
+        "GetItem",
+        1,
+        400,
+        "AccessDeniedException",
+        json!({"message": "User: arn:aws:sts::123456789012:assumed-role/klaxon-fn is not authorized to perform: dynamodb:GetItem on resource: arn:aws:dynamodb:us-east-1:123456789012:table/klaxon"}),
+    );
+    let (status, body) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t1&PARTICLE_EVENT_ID=e1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = body.to_string();
+    assert!(!text.contains("arn:aws") && !text.contains("123456789012") && !text.contains("AccessDenied"), "{text}");
+    assert!(body["request_id"].as_str().is_some_and(|id| body["error"]["message"].as_str().unwrap().contains(id)));
+    // Nothing half-exists, and the retry goes through.
+    let (status, body) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t1&PARTICLE_EVENT_ID=e1").await;
+    assert_eq!(
+        (status, body["alert_id"].as_str(), body["deduplicated"].as_bool()),
+        (StatusCode::OK, Some("ALR-1"), Some(false))
+    );
+}
