@@ -5,6 +5,7 @@ use crate::app::{AppError, AppState, StorageDescription};
 use crate::config::{Config, SourceKind};
 use crate::http::ROUTES;
 use crate::notify::worker::Worker;
+use crate::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,7 +68,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             tokio::spawn(worker.run(stop_rx.clone()))
         });
 
-    let sweeper = tokio::spawn(sweep_loop(state.outbox(), stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_loop(state.outbox(), state.store.clone(), stop_rx.clone()));
 
     let app = crate::http::all(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -82,8 +83,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Queues jobs left in the outbox by a relay that failed (e.g. the queue was briefly unavailable).
-async fn sweep_loop(outbox: crate::notify::outbox::Outbox, mut stop: watch::Receiver<bool>) {
+/// Queues jobs left in the outbox by a relay that failed (e.g. the queue was briefly
+/// unavailable), and deletes expired records from the embedded store.
+async fn sweep_loop(outbox: crate::notify::outbox::Outbox, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
@@ -94,6 +96,35 @@ async fn sweep_loop(outbox: crate::notify::outbox::Outbox, mut stop: watch::Rece
             Ok(n) => tracing::info!(jobs = n, "outbox sweep queued pending notifications"),
             Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again later"),
         }
+        purge_expired(store.as_ref()).await;
+    }
+}
+
+/// Rows deleted per purge transaction: small enough not to hold the writer for long.
+const PURGE_BATCH: usize = 500;
+/// Batches per sweep; a larger backlog (a first start after a long time) shrinks over a few sweeps.
+const PURGE_BATCHES: usize = 20;
+
+/// Deletes expired seen and delivery records in batches, so klaxon.db does not grow without
+/// bound. On DynamoDB, TTL does it and this deletes nothing.
+async fn purge_expired(store: &dyn Store) {
+    let mut purged = 0;
+    for _ in 0..PURGE_BATCHES {
+        match store.purge_expired(PURGE_BATCH).await {
+            Ok(n) => {
+                purged += n;
+                if n < PURGE_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete expired records; trying again later");
+                break;
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::info!(records = purged, "deleted expired records");
     }
 }
 

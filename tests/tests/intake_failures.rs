@@ -168,3 +168,56 @@ async fn the_notifier_lambda_sweeps_the_outbox_on_a_schedule_tick() {
         assert!(app.state.deliveries().get(job).await.unwrap().is_some(), "{job} was handled");
     }
 }
+
+/// Another process holds klaxon.db's write lock (a backup, `sqlite3` left open, a second
+/// Klaxon): the notifier's workers wait on it too, yet an intake answers 503 within its deadline
+/// and `/healthz` within its own, with a fixed message, and nothing is written. (Before, a chat
+/// trigger waited 15 s behind the queue workers and `/healthz` did not answer within 10 s.)
+///
+/// The bounds checked are the deadlines the handlers promise (a contract that Particle's 20 s
+/// timeout and monitors rely on), with a margin for a loaded machine: not a speed measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locked_database_gets_a_quick_503_and_healthz_answers_in_time() {
+    let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
+    let state = app.state.clone();
+    let klaxon::app::StorageDescription::Embedded { path } = state.storage.clone() else { unreachable!() };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = klaxon::notify::worker::Worker {
+        name: "notify",
+        queue: state.notify_queue.clone(),
+        handler: Arc::new(state.notifier()),
+        visibility: Duration::from_secs(30),
+    };
+    let worker = tokio::spawn(worker.run(stop_rx));
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the worker is now stuck on the lock
+
+    let started = std::time::Instant::now();
+    let (status, json) = alert(&state, "event=ALERT&coreid=d1&published_at=t1&PARTICLE_EVENT_ID=locked-1").await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Klaxon could not record this: its store is unavailable"), "{message}");
+    assert!(!message.contains("klaxon.db") && !message.contains("locked"), "no backend detail: {message}");
+    let promised = klaxon::http::INTAKE_DEADLINE + Duration::from_secs(1);
+    assert!(took < promised, "intake answered after {took:?}; promised {:?}", klaxon::http::INTAKE_DEADLINE);
+
+    let started = std::time::Instant::now();
+    let res =
+        klaxon::http::all(state.clone()).oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < klaxon::http::HEALTH_DEADLINE + Duration::from_millis(700), "healthz took {took:?}");
+
+    other.execute_batch("ROLLBACK").unwrap();
+    let (status, json) = alert(&state, "event=ALERT&coreid=d1&published_at=t1&PARTICLE_EVENT_ID=locked-1").await;
+    assert_eq!(
+        (status, json["alert_id"].as_str(), json["deduplicated"].as_bool()),
+        (StatusCode::OK, Some("ALR-1"), Some(false)),
+        "the 503 wrote nothing; the retry is new"
+    );
+    let _ = stop_tx.send(true);
+    worker.await.unwrap();
+}

@@ -374,7 +374,7 @@ impl Config {
     /// Parses, resolves `${VAR}` references through `env`, and validates.
     pub fn from_toml(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { origin: origin.to_string(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Syntax { origin: origin.to_string(), message: syntax(text, &e) })?;
         let mut issues = config.resolve_secrets(env);
         // A secret whose variable is missing was already reported; its placeholder text would
         // only draw a second, misleading complaint ("too short", "not a URL").
@@ -434,6 +434,21 @@ impl Config {
             check("incidents.oauth.client_secret".into(), &mut o.client_secret);
         }
         issues
+    }
+}
+
+/// Where a TOML error is (line and column) and what it is, without quoting the line: the line
+/// may hold a secret (`bot_token = "..."` with a typo in it).
+fn syntax(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
     }
 }
 

@@ -85,6 +85,18 @@ fn unknown_keys_are_syntax_errors_that_name_the_key_and_line() {
 }
 
 #[test]
+fn a_syntax_error_names_line_and_column_but_never_quotes_the_line() {
+    let text = "version = 1\n[mattermost]\nurl = \"https://chat.example.com\"\nbot_token = \"xoxb-s3cr3t-t0ken\n";
+    let msg = Config::from_toml(text, "t.toml", &no_env).unwrap_err().to_string();
+    assert!(msg.contains("line 4, column"), "{msg}");
+    assert!(!msg.contains("s3cr3t"), "the line may hold a secret: {msg}");
+    let msg = Config::from_toml("version = 1\n[server]\nsigning_secret = s3cr3t-unquoted\n", "t.toml", &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("line 3") && !msg.contains("s3cr3t"), "{msg}");
+}
+
+#[test]
 fn a_source_without_token_is_refused_unless_marked_insecure() {
     let text = "version = 1\n[[sources]]\nid = \"chat\"\nkind = \"mattermost\"\n";
     let i = issues(text);

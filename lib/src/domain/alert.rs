@@ -236,6 +236,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn urgency_is_raised_never_lowered_and_the_raiser_is_recorded() {
+        let at = Timestamp::from_second(1_795_435_200).unwrap();
+        let new = NewAlert {
+            id: "ALR-1".into(),
+            source: "chat".into(),
+            dedup_key: "k".into(),
+            summary: "s".into(),
+            details: String::new(),
+            urgency: Urgency::Medium,
+        };
+        let mut a = Alert::trigger(new, Actor::source("chat"), at);
+        assert!(!a.raise_urgency(Urgency::Low, Actor::user("u1", "bob"), at));
+        assert!(!a.raise_urgency(Urgency::Medium, Actor::user("u1", "bob"), at));
+        assert_eq!((a.urgency, a.revision), (Urgency::Medium, 1), "nothing changed");
+        assert!(a.raise_urgency(Urgency::Critical, Actor::user("u1", "bob"), at));
+        let last = a.timeline.last().unwrap();
+        assert_eq!((last.what.as_str(), last.note.as_deref()), ("urgency_raised", Some("medium → critical")));
+        assert_eq!(last.actor, Actor::user("u1", "bob"));
+        a.resolve(Actor::System, at).unwrap();
+        assert!(!a.raise_urgency(Urgency::Critical, Actor::System, at), "a resolved alert stays as it was");
+    }
+
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).expect("valid test timestamp")
     }

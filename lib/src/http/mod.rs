@@ -7,6 +7,7 @@ mod error;
 mod intake;
 
 pub use error::ApiError;
+pub use intake::INTAKE_DEADLINE;
 
 use crate::app::AppState;
 use axum::extract::{MatchedPath, Request, State};

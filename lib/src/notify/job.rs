@@ -45,6 +45,13 @@ impl Job {
         }
     }
 
+    /// When the change it announces happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Job::Notify(j) => j.at,
+        }
+    }
+
     /// The FIFO message for this job: grouped by subject, deduplicated by job id.
     pub fn to_message(&self) -> OutgoingMessage {
         match self {

@@ -10,13 +10,20 @@ use super::job::Job;
 use crate::queue::{Queue, QueueError};
 use crate::repo::{RepoError, encode};
 use crate::store::{Condition, Item, Store, StoreError, Write};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 const PK: &str = "outbox";
-/// How many pending jobs one sweep looks at.
-const SWEEP_BATCH: usize = 100;
+/// How many outbox items one page of a sweep reads.
+const PAGE: usize = 100;
+/// How many pages one sweep reads at most.
+const MAX_PAGES: usize = 20;
+/// How many jobs of one subject one sweep sends at most, so that a subject with a long backlog
+/// cannot take a whole sweep from the others.
+const PER_SUBJECT: usize = 25;
+/// Sorts after every job id of a subject (`ALR-12#...`): resuming after `ALR-12#` + this skips
+/// the rest of that subject.
+const AFTER_ALL_JOBS: char = '\u{10FFFF}';
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -49,46 +56,77 @@ impl Outbox {
     /// earlier relay failed.
     pub async fn relay(&self, subject_id: &str) -> Result<usize, RelayError> {
         let items = self.store.query_prefix(PK, &format!("{subject_id}#"), None).await?;
-        self.send_all(&items).await
-    }
-
-    /// Queues pending jobs of subjects whose oldest pending job is at least `min_age` old (younger
-    /// ones are probably being relayed by the request that wrote them).
-    pub async fn sweep(&self, min_age: Duration) -> Result<usize, RelayError> {
-        let items = self.store.query_prefix(PK, "", Some(SWEEP_BATCH)).await?;
-        let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(min_age).unwrap_or_default();
-        let mut too_young: HashSet<String> = HashSet::new();
-        let mut due = Vec::new();
-        for item in items {
-            let subject = item.sk.split('#').next().unwrap_or_default().to_string();
-            if too_young.contains(&subject) {
-                continue;
-            }
-            match Job::parse(&item.data) {
-                Ok(Job::Notify(n)) if n.at > cutoff => {
-                    too_young.insert(subject);
-                }
-                _ => due.push(item),
-            }
-        }
+        let due = readable_prefix(&items, None, usize::MAX);
         self.send_all(&due).await
     }
 
-    async fn send_all(&self, items: &[Item]) -> Result<usize, RelayError> {
+    /// Queues pending jobs that are at least `min_age` old (younger ones are probably being
+    /// relayed by the request that wrote them), a bounded number per subject, in order within
+    /// each subject. A job this version cannot read is logged and left for a version that can;
+    /// the jobs of every other subject still go.
+    pub async fn sweep(&self, min_age: Duration) -> Result<usize, RelayError> {
+        let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(min_age).unwrap_or_default();
+        let mut after: Option<String> = None;
         let mut sent = 0;
-        for item in items {
-            let job = Job::parse(&item.data)
-                .map_err(|e| RepoError::Decode { what: format!("outbox job {}", item.sk), reason: e.to_string() })?;
+        for _ in 0..MAX_PAGES {
+            let page = self.store.query_page(PK, "", after.as_deref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            let (last_sk, last_subject) = (last.sk.clone(), subject_of(&last.sk).to_string());
+            let mut last_subject_done = false;
+            for group in page.chunk_by(|a, b| subject_of(&a.sk) == subject_of(&b.sk)) {
+                let due = readable_prefix(group, Some(cutoff), PER_SUBJECT);
+                // The subject is done for this sweep unless every job on this page went and it
+                // may have more on the next.
+                let done = due.len() < group.len() || due.len() >= PER_SUBJECT;
+                if group.first().is_some_and(|first| subject_of(&first.sk) == last_subject) {
+                    last_subject_done = done;
+                }
+                sent += self.send_all(&due).await?;
+            }
+            if page.len() < PAGE {
+                break;
+            }
+            after = Some(if last_subject_done { format!("{last_subject}#{AFTER_ALL_JOBS}") } else { last_sk });
+        }
+        Ok(sent)
+    }
+
+    async fn send_all(&self, due: &[(String, Job)]) -> Result<usize, RelayError> {
+        let mut sent = 0;
+        for (sk, job) in due {
             // Stop at the first failure: later jobs of this subject must not overtake it.
             self.queue.send(job.to_message()).await?;
-            self.store.delete(PK, &item.sk, Condition::None).await?;
+            self.store.delete(PK, sk, Condition::None).await?;
             sent += 1;
         }
         Ok(sent)
     }
 
-    /// How many jobs wait in the outbox (up to one sweep batch); for tests and status output.
+    /// How many jobs wait in the outbox (up to one page); for tests and status output.
     pub async fn pending(&self) -> Result<usize, StoreError> {
-        Ok(self.store.query_prefix(PK, "", Some(SWEEP_BATCH)).await?.len())
+        Ok(self.store.query_prefix(PK, "", Some(PAGE)).await?.len())
     }
+}
+
+/// The subject a job id belongs to: `ALR-12` of `ALR-12#0000000003`.
+fn subject_of(sk: &str) -> &str {
+    sk.split('#').next().unwrap_or_default()
+}
+
+/// The leading jobs of one subject that may go now, at most `max`: it stops at the first job
+/// this version cannot read (logged; a later version will send it, and nothing may overtake it)
+/// and at the first job younger than `cutoff`.
+fn readable_prefix(items: &[Item], cutoff: Option<jiff::Timestamp>, max: usize) -> Vec<(String, Job)> {
+    let mut due = Vec::new();
+    for item in items.iter().take(max) {
+        match Job::parse(&item.data) {
+            Err(e) => {
+                tracing::error!(job = %item.sk, error = %e, "outbox job cannot be read by this version of Klaxon; it stays in the outbox for a version that can, and later jobs of its subject wait behind it");
+                break;
+            }
+            Ok(job) if cutoff.is_some_and(|c| job.at() > c) => break,
+            Ok(job) => due.push((item.sk.clone(), job)),
+        }
+    }
+    due
 }
