@@ -5,7 +5,8 @@
 #  2. starts it (tests/moto_server.py) on a free loopback port and waits until it answers;
 #  3. runs `cargo test --workspace` with KLAXON_TEST_AWS_ENDPOINT pointing at it, so the
 #     DynamoDB and SQS adapters are tested over the real wire protocols;
-#  4. lints the SAM template (infra/template.yaml) with cfn-lint, offline;
+#  4. lints the SAM template (infra/template.yaml) with cfn-lint, offline, and checks the deploy
+#     recipe with SAM CLI's own code (tests/sam_check.py, SAM in its own venv .venv-sam/);
 #  5. stops moto again, whatever happened.
 #
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh -p klaxon`).
@@ -54,5 +55,16 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AW
 
 log "linting infra/template.yaml with cfn-lint"
 "$VENV/bin/cfn-lint" infra/template.yaml
+
+# SAM CLI pins boto3 versions that clash with moto's, so it gets its own venv.
+SAM_VENV="${KLAXON_SAM_VENV:-.venv-sam}"
+SAM_VERSION="${SAM_VERSION:-1.170.0}"
+if [ ! -x "$SAM_VENV/bin/sam" ]; then
+  log "installing aws-sam-cli==$SAM_VERSION into $SAM_VENV"
+  python3 -m venv "$SAM_VENV"
+  "$SAM_VENV/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==$SAM_VERSION"
+fi
+log "checking the deploy recipe with SAM CLI's own parser and sam validate --lint"
+SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/python" tests/sam_check.py
 
 cargo test --workspace "$@"

@@ -137,7 +137,14 @@ impl AppState {
         notify_url: String,
         timer_url: String,
     ) -> AppState {
-        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        // A request must answer within seconds even when DynamoDB does not: bound each attempt
+        // and the whole call (the SDK's retries included).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_secs(2))
+            .operation_timeout(std::time::Duration::from_secs(4))
+            .build();
+        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build();
+        let dynamo = aws_sdk_dynamodb::Client::from_conf(dynamo_config);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         AppState {
             config: Arc::new(config),
@@ -147,47 +154,5 @@ impl AppState {
             storage: StorageDescription::Aws { table },
             alert_locks: Arc::default(),
         }
-    }
-
-    /// For the Lambda functions: resources from the environment the SAM template sets
-    /// (`TABLE_NAME`, `NOTIFY_QUEUE_URL`, `TIMER_QUEUE_URL`), and the configuration from
-    /// `KLAXON_CONFIG` (the TOML text itself). Without `KLAXON_CONFIG` the functions run on an
-    /// empty configuration, which knows no sources and posts nothing.
-    ///
-    /// For local runs under `cargo lambda watch`, `KLAXON_STORAGE=embedded` (set in the workspace's
-    /// `[workspace.metadata.lambda.env]`, which only `cargo lambda` reads) uses the SQLite store in
-    /// `KLAXON_DATA_DIR` instead. It is an explicit opt-in: a deployed function without its
-    /// table must fail, not write to Lambda's ephemeral disk.
-    pub async fn for_lambda() -> Result<AppState, AppError> {
-        let config = match std::env::var("KLAXON_CONFIG") {
-            Ok(text) if !text.trim().is_empty() => {
-                Config::from_toml(&text, "KLAXON_CONFIG", &|name| std::env::var(name).ok())?
-            }
-            _ => {
-                tracing::warn!("KLAXON_CONFIG is not set: running on an empty configuration (no sources, no channels)");
-                Config::empty()
-            }
-        };
-        if std::env::var("KLAXON_STORAGE").is_ok_and(|v| v == "embedded") {
-            let dir = std::env::var_os("KLAXON_DATA_DIR").map_or_else(|| config.storage.data_dir(), PathBuf::from);
-            tracing::info!(data_dir = %dir.display(), "KLAXON_STORAGE=embedded: using the local SQLite store");
-            return AppState::embedded(config, Db::open_in(&dir)?);
-        }
-        let env = |name: &'static str, hint: &'static str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(AppError::MissingEnv { name, hint })
-        };
-        const HINT: &str =
-            "the SAM template sets it; deploy with `sam deploy` (locally, set KLAXON_STORAGE=embedded instead)";
-        let table = env("TABLE_NAME", HINT)?;
-        let notify = env("NOTIFY_QUEUE_URL", HINT)?;
-        let timer = env("TIMER_QUEUE_URL", HINT)?;
-        let state = AppState::aws(config, table, notify, timer).await;
-        // The first SDK call pays the TLS handshake (most of a second at 128 MB). Paying it here,
-        // during init (which runs on a boosted CPU), keeps it off the first request. A failure
-        // is only logged: the request that needs the store reports it properly.
-        if let Err(e) = state.store.get("warmup", "warmup").await {
-            tracing::warn!(error = %e, "store warm-up call failed");
-        }
-        Ok(state)
     }
 }

@@ -6,13 +6,16 @@
 pub mod app;
 pub mod backoff;
 pub mod config;
+pub mod deployed;
 pub mod domain;
 pub mod embedded;
 pub mod http;
 pub mod ingest;
+pub mod lambda;
 pub mod notify;
 pub mod queue;
 pub mod repo;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

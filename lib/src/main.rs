@@ -39,6 +39,26 @@ enum Command {
 enum ConfigCommand {
     /// Validate a file: list every problem with its field and fix, or print "ok" and a summary.
     Check { file: PathBuf },
+    /// Validate a file and deploy it to the stack's table as the next version (AWS). The
+    /// functions pick it up within a minute; nothing is changed if the file cannot be used.
+    Push {
+        file: PathBuf,
+        /// The stack's DynamoDB table (the TableName output of `sam deploy`).
+        #[arg(long, env = "KLAXON_TABLE")]
+        table: String,
+        /// Store secrets written as ${VAR} (taken from this shell's environment) in SSM Parameter
+        /// Store under --prefix, and deploy the file with ${ssm:...} references to them.
+        #[arg(long)]
+        put_secrets: bool,
+        /// Where secrets live in SSM; the stack lets the functions read only this prefix.
+        #[arg(long, default_value = klaxon::deployed::DEFAULT_SECRETS_PREFIX)]
+        prefix: String,
+    },
+    /// Print the configuration deployed in the stack's table (secrets are references, not values).
+    Show {
+        #[arg(long, env = "KLAXON_TABLE")]
+        table: String,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +71,52 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("klaxon serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config { command: ConfigCommand::Push { file, table, put_secrets, prefix } } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cannot read {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (repo, ssm) = klaxon::deployed::connect(&table).await;
+            let pushed_by = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let options = klaxon::deployed::PushOptions { put_secrets, prefix, pushed_by };
+            let env = |name: &str| std::env::var(name).ok();
+            let origin = file.display().to_string();
+            match klaxon::deployed::push(&text, &origin, &repo, &ssm, &env, &options).await {
+                Ok(d) => {
+                    println!(
+                        "pushed {origin} as version {} to table {table}; the functions use it within a minute",
+                        d.version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config { command: ConfigCommand::Show { table } } => {
+            let (repo, _) = klaxon::deployed::connect(&table).await;
+            match repo.current().await {
+                Ok(Some(d)) => {
+                    print!("{}", klaxon::deployed::describe(&d, &table));
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "no configuration has been pushed to table {table}; run `klaxon config push klaxon.toml`"
+                    );
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("cannot read the configuration from table {table}: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -313,3 +313,68 @@ async fn serve_runs_on_dynamodb_and_sqs_when_configured() {
     let (ok, stderr) = interrupt(server);
     assert!(ok, "{stderr}");
 }
+
+/// `klaxon config push` and `show`, the real binary against moto's DynamoDB and SSM.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_push_and_show_work_from_the_command_line() {
+    let endpoint = match std::env::var("KLAXON_TEST_AWS_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("KLAXON_TEST_AWS_ENDPOINT is not set but CI=true")
+        }
+        _ => return eprintln!("notice: KLAXON_TEST_AWS_ENDPOINT is not set, skipping the config push test"),
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "push-test"))
+        .load()
+        .await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let table = format!("klaxon-push-{suffix}");
+    klaxon::store::dynamodb::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("klaxon.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[sources]]\nid = \"freezer\"\nkind = \"particle\"\ntoken = \"${PUSH_TEST_KEY}\"\n",
+    )
+    .unwrap();
+    let prefix = format!("/push-{suffix}/");
+    let run = |args: &[&str], key: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("KLAXON_TABLE", &table).env_remove("PUSH_TEST_KEY");
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ] {
+            cmd.env(k, v);
+        }
+        if let Some(key) = key {
+            cmd.env("PUSH_TEST_KEY", key);
+        }
+        cmd.output().unwrap()
+    };
+    let path = file.to_str().unwrap();
+
+    let out = run(&["config", "show"], None);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no configuration has been pushed"));
+    let out = run(&["config", "push", path, "--prefix", &prefix], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--put-secrets") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+
+    let out = run(&["config", "push", path, "--put-secrets", "--prefix", &prefix], Some("pushed-key-0123456789"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("as version 1"), "{stdout}");
+    let out = run(&["config", "show"], None);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("version 1") && shown.contains(&format!("${{ssm:{prefix}push-test-key}}")), "{shown}");
+    assert!(!shown.contains("pushed-key-0123456789"), "{shown}");
+}

@@ -3,6 +3,5 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     klaxon::telemetry::init();
-    let state = klaxon::app::AppState::for_lambda().await?;
-    lambda_http::run(klaxon::http::mattermost_webhook(state)).await
+    klaxon::lambda::run_http(klaxon::http::mattermost_webhook).await
 }

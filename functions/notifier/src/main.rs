@@ -7,11 +7,13 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     klaxon::telemetry::init();
-    let state = klaxon::app::AppState::for_lambda().await?;
-    let (notifier, outbox) = (state.notifier(), state.outbox());
-    let (notifier, outbox) = (&notifier, &outbox);
+    let app = klaxon::lambda::LambdaApp::init().await?;
+    let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        klaxon::notify::lambda::handle_event(notifier, outbox, event.payload).await.map_err(Error::from)
+        let state = app.state().await;
+        klaxon::notify::lambda::handle_event(&state.notifier(), &state.outbox(), event.payload)
+            .await
+            .map_err(Error::from)
     }))
     .await
 }

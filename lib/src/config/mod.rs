@@ -397,44 +397,75 @@ impl Config {
         summary::summary(self)
     }
 
-    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        let mut check = |field: String, secret: &mut Secret| {
-            if let Err(missing) = secret.resolve(env) {
-                issues.push(ConfigIssue {
-                    field,
-                    problem: format!("environment variable {} is not set", missing.join(", ")),
-                    fix: "export it before starting Klaxon, or write the value into the file".into(),
-                });
-            }
-        };
+    /// Parses without resolving secrets or validating: for tools that look at the file as
+    /// written (`klaxon config push` checks where its secrets come from).
+    pub fn parse_unresolved(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { origin: origin.to_string(), message: syntax(text, &e) })
+    }
+
+    /// Every secret in the file (as written, or as resolved), by field name.
+    pub fn secrets(&self) -> Vec<(String, Secret)> {
+        let mut out = Vec::new();
+        self.clone().visit_secrets(&mut |field, secret| out.push((field, secret.clone())));
+        out
+    }
+
+    /// Calls `f` with every secret field of the file and its name.
+    fn visit_secrets(&mut self, f: &mut dyn FnMut(String, &mut Secret)) {
         if let Some(s) = &mut self.server.signing_secret {
-            check("server.signing_secret".into(), s);
+            f("server.signing_secret".into(), s);
         }
         if let Some(mm) = &mut self.mattermost {
             if let Some(t) = &mut mm.bot_token {
-                check("mattermost.bot_token".into(), t);
+                f("mattermost.bot_token".into(), t);
             }
             for (name, url) in &mut mm.webhooks {
-                check(format!("mattermost.webhooks.{name}"), url);
+                f(format!("mattermost.webhooks.{name}"), url);
             }
         }
         for (i, s) in self.sources.iter_mut().enumerate() {
             if let Some(t) = &mut s.token {
-                check(format!("sources[{i}].token"), t);
+                f(format!("sources[{i}].token"), t);
             }
         }
         let inc = &mut self.incidents;
         for (field, secret) in [("command_token", &mut inc.command_token), ("mirror_token", &mut inc.mirror_token)] {
             if let Some(s) = secret {
-                check(format!("incidents.{field}"), s);
+                f(format!("incidents.{field}"), s);
             }
         }
         if let Some(o) = &mut inc.oauth {
-            check("incidents.oauth.client_secret".into(), &mut o.client_secret);
+            f("incidents.oauth.client_secret".into(), &mut o.client_secret);
         }
+    }
+
+    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        self.visit_secrets(&mut |field, secret| {
+            if let Err(missing) = secret.resolve(env) {
+                let (ssm, vars): (Vec<&String>, Vec<&String>) = missing.iter().partition(|n| n.starts_with("ssm:"));
+                let mut problem = Vec::new();
+                if !vars.is_empty() {
+                    problem.push(format!("environment variable {} is not set", join(&vars)));
+                }
+                if !ssm.is_empty() {
+                    let names: Vec<&str> = ssm.iter().map(|n| n.trim_start_matches("ssm:")).collect();
+                    problem.push(format!("SSM parameter {} does not exist or cannot be read", names.join(", ")));
+                }
+                let fix = if ssm.is_empty() {
+                    "export it before starting Klaxon, or write the value into the file"
+                } else {
+                    "create it (aws ssm put-parameter --type SecureString, or klaxon config push --put-secrets) and check that the functions may read it"
+                };
+                issues.push(ConfigIssue { field, problem: problem.join("; "), fix: fix.into() });
+            }
+        });
         issues
     }
+}
+
+fn join(names: &[&String]) -> String {
+    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Where a TOML error is (line and column) and what it is, without quoting the line: the line

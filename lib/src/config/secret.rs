@@ -22,6 +22,19 @@ impl Secret {
         self.0.is_empty()
     }
 
+    /// The names of its `${NAME}` references, in order (`ssm:/klaxon/x` for an SSM parameter).
+    pub fn references(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = self.0.as_str();
+        while let Some(start) = rest.find("${") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else { break };
+            names.push(after[..end].to_string());
+            rest = &after[end + 1..];
+        }
+        names
+    }
+
     /// Replaces every `${NAME}` with the variable's value. Returns the names that are not set.
     pub(crate) fn resolve(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Vec<String>> {
         let mut out = String::with_capacity(self.0.len());
@@ -108,6 +121,13 @@ mod tests {
         let mut s = Secret::new("plain-${value");
         s.resolve(&env).unwrap();
         assert_eq!(s.expose(), "plain-${value");
+    }
+
+    #[test]
+    fn lists_its_references() {
+        let s = Secret::new("https://${HOST}/hooks/${ssm:/klaxon/hook}");
+        assert_eq!(s.references(), ["HOST", "ssm:/klaxon/hook"]);
+        assert!(Secret::new("literal").references().is_empty());
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! | `incident-channel#<channel id>`  | `incident` | number of the channel's incident      |
 //! | `counter#<name>`                 | `counter`  | last number handed out                |
 //! | `delivery#<job id>`              | `delivery` | what the notifier did with a job      |
+//! | `config`                         | `current`  | the deployed klaxon.toml (on AWS)     |
+//! | `config`                         | `v#<n>`    | every version ever pushed             |
 
 pub mod alerts;
+pub mod config;
 pub mod counter;
 pub mod deliveries;
 pub mod incidents;
