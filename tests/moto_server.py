@@ -3,9 +3,9 @@
 moto's DynamoDB is not thread-safe: TransactWriteItems deep-copies the table while another
 request thread may be writing to it, and under a burst (200 simultaneous new alerts) moto
 answers HTTP 500 "dictionary changed size during iteration", which real DynamoDB never does.
-This runs the same application as `moto_server`, but lets one request into moto at a time
-(connections are still accepted concurrently), which is also how moto already treats
-transactions: serialised. Real AWS's conflicts (TransactionConflict, throttling) are produced
+This runs the same application as `moto_server`, but lets one DynamoDB request into moto at a
+time (connections are still accepted concurrently, and other services, SQS long polls among
+them, are not held up), which is also how moto already treats transactions: serialised. Real AWS's conflicts (TransactionConflict, throttling) are produced
 by the fault-injecting endpoint in tests/src/faulty.rs instead.
 
 Usage: python moto_server.py HOST PORT
@@ -31,6 +31,8 @@ def main() -> None:
     lock = threading.Lock()
 
     def one_at_a_time(environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return app(environ, start_response)
         with lock:
             # Consume the whole response inside the lock: moto builds it lazily.
             return list(app(environ, start_response))

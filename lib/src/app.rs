@@ -137,14 +137,7 @@ impl AppState {
         notify_url: String,
         timer_url: String,
     ) -> AppState {
-        // A request must answer within seconds even when DynamoDB does not: bound each attempt
-        // and the whole call (the SDK's retries included).
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(std::time::Duration::from_secs(2))
-            .operation_timeout(std::time::Duration::from_secs(4))
-            .build();
-        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build();
-        let dynamo = aws_sdk_dynamodb::Client::from_conf(dynamo_config);
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         AppState {
             config: Arc::new(config),

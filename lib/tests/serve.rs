@@ -304,7 +304,10 @@ async fn serve_runs_on_dynamodb_and_sqs_when_configured() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
+    if res.status() != 200 {
+        let (_, stderr) = interrupt(server);
+        panic!("{stderr}");
+    }
 
     let state = AppState::aws_with(&sdk, Config::empty(), table, notify, timer);
     assert_eq!(state.alerts().get("ALR-1").await.unwrap().map(|a| a.value.summary), Some("ALERT from dev1".into()));
