@@ -28,9 +28,6 @@ impl Store for FailingWrites {
     async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
         self.0.delete(pk, sk, condition).await
     }
-    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
-        self.0.query_prefix(pk, prefix, limit).await
-    }
     async fn query_page(
         &self,
         pk: &str,

@@ -86,7 +86,7 @@ impl DynamoStore {
         pk: &str,
         prefix: &str,
         start_after: Option<&str>,
-        limit: Option<usize>,
+        limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
         check_key(pk, prefix)?;
         let now = now_unix();
@@ -115,7 +115,7 @@ impl DynamoStore {
                 let item = from_attrs(attrs)?;
                 if !item.is_expired(now) {
                     items.push(item);
-                    if limit.is_some_and(|l| items.len() >= l) {
+                    if items.len() >= limit {
                         return Ok(items);
                     }
                 }
@@ -304,10 +304,6 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, None, limit).await
-    }
-
     async fn query_page(
         &self,
         pk: &str,
@@ -315,7 +311,7 @@ impl Store for DynamoStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, start_after, Some(limit)).await
+        self.query(pk, prefix, start_after, limit).await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {

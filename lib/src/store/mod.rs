@@ -161,7 +161,9 @@ pub trait Store: Send + Sync {
 
     /// Live items of one partition whose sort key starts with `prefix`, in ascending sort-key
     /// order, at most `limit` of them when given.
-    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError>;
+    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
+        self.query_page(pk, prefix, None, limit.unwrap_or(usize::MAX)).await
+    }
 
     /// Live items of one partition whose sort key starts with `prefix` and sorts after
     /// `start_after` (when given), in ascending order, at most `limit` of them: one page.

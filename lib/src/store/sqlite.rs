@@ -99,13 +99,13 @@ impl SqliteStore {
         pk: &str,
         prefix: &str,
         start_after: Option<&str>,
-        limit: Option<usize>,
+        limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
         check_key(pk, prefix)?;
         let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
         // An empty string sorts before every sort key, so "after nothing" is "after ''".
         let after = start_after.map(str::to_string);
-        let limit = limit.map_or(-1, |l| l as i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let items = self
             .db
             .run(move |tx| {
@@ -148,10 +148,6 @@ impl Store for SqliteStore {
         self.db.run(move |tx| apply(tx, &write, now)).await?
     }
 
-    async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, None, limit).await
-    }
-
     async fn query_page(
         &self,
         pk: &str,
@@ -159,7 +155,7 @@ impl Store for SqliteStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, start_after, Some(limit)).await
+        self.query(pk, prefix, start_after, limit).await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
