@@ -53,6 +53,23 @@ async fn single_item_writes_meeting_a_transaction_are_retryable_conflicts() {
     assert_eq!(store.increment("counter#alert", "counter").await.unwrap(), 1, "the retry counts from 1");
 }
 
+/// A delivery record that meets a transaction must not pass for "already delivered": the job
+/// would be dropped. It is an error, and the job is retried.
+#[tokio::test]
+async fn a_delivery_record_meeting_a_transaction_is_an_error_not_a_duplicate() {
+    let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };
+    let deliveries = klaxon::repo::deliveries::DeliveryRepo::new(store);
+    let record = klaxon::repo::deliveries::DeliveryRecord {
+        job_id: "ALR-1#0000000001".into(),
+        at: jiff::Timestamp::now(),
+        delivery: klaxon::repo::deliveries::Delivery::NotDelivered { channel: None, reason: "test".into() },
+    };
+    proxy.fail_next("PutItem", 1, 400, "TransactionConflictException", json!({}));
+    assert!(deliveries.record(&record).await.is_err(), "not Ok(false)");
+    assert!(deliveries.record(&record).await.unwrap(), "recorded on the retry");
+    assert!(!deliveries.record(&record).await.unwrap(), "a real duplicate is still recognised");
+}
+
 #[tokio::test]
 async fn throttling_and_access_denied_are_backend_failures_not_conflicts() {
     let Some((store, proxy)) = klaxon_tests::faulty_dynamo_store().await else { return };

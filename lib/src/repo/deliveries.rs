@@ -54,7 +54,9 @@ impl DeliveryRepo {
             .expiring_at(record.at.as_second() + RETENTION_SECS);
         match self.store.put(item, Condition::Absent).await {
             Ok(()) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
+            // Only a failed condition means "recorded before"; a collision with a transaction
+            // (DynamoDB's TransactionConflict) is an error, and the job is retried.
+            Err(e) if e.is_condition_failed() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -51,7 +51,8 @@ impl IncidentRepo {
         writes.extend(self.channel_index(incident, None));
         writes.extend(extra);
         self.store.transact(writes).await.map_err(|e| match e {
-            e if e.is_conflict() => RepoError::AlreadyExists { what: format!("incident {}", incident.id) },
+            e if e.is_condition_failed() => RepoError::AlreadyExists { what: format!("incident {}", incident.id) },
+            e if e.is_conflict() => RepoError::Conflict { what: format!("incident {}", incident.id) },
             e => e.into(),
         })
     }

@@ -123,6 +123,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A write's condition did not hold: the item is not as the caller expected (it exists
+    /// already, or changed). Unlike [`StoreError::Contended`], this is an answer, not a hiccup.
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, StoreError::ConditionFailed { .. } | StoreError::TransactionConflict { .. })
+    }
+
     /// Someone else changed (or was changing) the item: reload and retry.
     pub fn is_conflict(&self) -> bool {
         matches!(
