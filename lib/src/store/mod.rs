@@ -103,6 +103,8 @@ pub enum StoreError {
         "the condition on {pk}/{sk} did not hold (expected {expected:?}, found {found}); reload the item and retry"
     )]
     ConditionFailed { pk: String, sk: String, expected: Condition, found: Found },
+    /// A transaction's write whose condition did not hold (DynamoDB's `ConditionalCheckFailed`
+    /// reason). DynamoDB's `TransactionConflict` reason is [`StoreError::Contended`].
     #[error(
         "transaction cancelled because the condition on write {index} ({pk}/{sk}) did not hold; nothing was written"
     )]

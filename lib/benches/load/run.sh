@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Load test: a real HTTP load generator (wrk) against `klaxon serve` on the embedded store.
+# Prints, for 1, 8 and 64 concurrent senders, new alerts/s and grouped repeats of one alert/s,
+# with p50/p99 latency and the count of non-2xx answers. Bounded: each run lasts DURATION
+# seconds against 127.0.0.1 only, and the server is stopped at the end.
+#
+#   lib/benches/load/run.sh            # needs wrk (apt-get install wrk)
+#   DURATION=20 lib/benches/load/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+DURATION="${DURATION:-10}"
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+cargo build --release -q -p klaxon
+DIR=$(mktemp -d)
+cat >"$DIR/klaxon.toml" <<'TOML'
+version = 1
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "load-test-key-0123456789"
+grouping_window = "24h"
+TOML
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+RUST_LOG=warn target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 1 50); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
+echo "klaxon serve on 127.0.0.1:$PORT, ${DURATION}s per run, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for mode in new repeat; do
+  for c in 1 8 64; do
+    threads=$(( c < 2 ? 1 : 2 ))
+    MODE=$mode wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s lib/benches/load/particle.lua \
+      "http://127.0.0.1:$PORT" | grep '^RESULT' | sed "s/^RESULT/senders=$c/"
+  done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); database $(du -sh "$DIR/data" | cut -f1)"
