@@ -718,6 +718,11 @@ async fn oversized_ids_and_texts_get_the_same_answer_on_both_backends(app: TestA
         "hashed keys group"
     );
 
+    // Over the body limit: the same 413 on both backends, before anything is stored.
+    let huge = format!("event=ALERT&coreid=dev-huge&data={}&published_at=t4", "x".repeat(480 * 1024));
+    let (status, json) = particle(&app, "freezer", &huge).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+
     let long_title = format!("#alert {}", "disk ".repeat(4000));
     let (status, json) = mm(&app, "chat", MM_TOKEN, "long", "alice", &long_title).await;
     assert_eq!((status, json["klaxon"]["alert_id"].as_str()), (StatusCode::OK, Some("ALR-3")), "{json}");

@@ -206,6 +206,11 @@ async fn a_locked_database_gets_a_quick_503_and_healthz_answers_in_time() {
         klaxon::http::all(state.clone()).oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     let took = started.elapsed();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["request_id"].is_string(), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("the store is not reachable (request id"), "{body}");
+    assert!(!body.to_string().contains("klaxon.db"), "no path, no backend detail: {body}");
     assert!(took < klaxon::http::HEALTH_DEADLINE + Duration::from_millis(700), "healthz took {took:?}");
 
     other.execute_batch("ROLLBACK").unwrap();
