@@ -81,52 +81,6 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn query(
-        &self,
-        pk: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        check_key(pk, prefix)?;
-        let now = now_unix();
-        let mut items = Vec::new();
-        let mut start: Option<Attrs> = start_after.map(|sk| Self::key(pk, sk));
-        loop {
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
-                .set_exclusive_start_key(start.take());
-            req = if prefix.is_empty() {
-                req.key_condition_expression("#pk = :pk")
-            } else {
-                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                    .expression_attribute_names("#sk", SK)
-                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
-            };
-            // Expired items are filtered here rather than with a FilterExpression, because
-            // DynamoDB applies Limit before filters and a page could come back short.
-            let out = req.send().await.map_err(backend)?;
-            for attrs in out.items() {
-                let item = from_attrs(attrs)?;
-                if !item.is_expired(now) {
-                    items.push(item);
-                    if items.len() >= limit {
-                        return Ok(items);
-                    }
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(items),
-            }
-        }
-    }
-
     fn key(pk: &str, sk: &str) -> Attrs {
         HashMap::from([
             (PK.to_string(), AttributeValue::S(pk.to_string())),
@@ -311,7 +265,43 @@ impl Store for DynamoStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, start_after, limit).await
+        check_key(pk, prefix)?;
+        let now = now_unix();
+        let mut items = Vec::new();
+        let mut start: Option<Attrs> = start_after.map(|sk| Self::key(pk, sk));
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .set_exclusive_start_key(start.take());
+            req = if prefix.is_empty() {
+                req.key_condition_expression("#pk = :pk")
+            } else {
+                req.key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
+            };
+            // Expired items are filtered here rather than with a FilterExpression, because
+            // DynamoDB applies Limit before filters and a page could come back short.
+            let out = req.send().await.map_err(backend)?;
+            for attrs in out.items() {
+                let item = from_attrs(attrs)?;
+                if !item.is_expired(now) {
+                    items.push(item);
+                    if items.len() >= limit {
+                        return Ok(items);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {

@@ -93,39 +93,6 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
     Ok(Ok(()))
 }
 
-impl SqliteStore {
-    async fn query(
-        &self,
-        pk: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        check_key(pk, prefix)?;
-        let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
-        // An empty string sorts before every sort key, so "after nothing" is "after ''".
-        let after = start_after.map(str::to_string);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let items = self
-            .db
-            .run(move |tx| {
-                // substr() compares bytes of the UTF-8 text with the BINARY collation, which
-                // orders exactly as DynamoDB orders string sort keys.
-                let mut stmt = tx.prepare_cached(
-                    "SELECT pk, sk, version, data, expires_at FROM items
-                     WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
-                       AND (?5 IS NULL OR sk > ?5)
-                       AND (expires_at IS NULL OR expires_at > ?3)
-                     ORDER BY sk LIMIT ?4",
-                )?;
-                let rows = stmt.query_map(params![pk, prefix, now, limit, after], row_to_item)?;
-                rows.collect::<rusqlite::Result<Vec<Item>>>()
-            })
-            .await?;
-        Ok(items)
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
@@ -155,7 +122,27 @@ impl Store for SqliteStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        self.query(pk, prefix, start_after, limit).await
+        check_key(pk, prefix)?;
+        let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
+        let after = start_after.map(str::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let items = self
+            .db
+            .run(move |tx| {
+                // substr() compares bytes of the UTF-8 text with the BINARY collation, which
+                // orders exactly as DynamoDB orders string sort keys.
+                let mut stmt = tx.prepare_cached(
+                    "SELECT pk, sk, version, data, expires_at FROM items
+                     WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
+                       AND (?5 IS NULL OR sk > ?5)
+                       AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY sk LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![pk, prefix, now, limit, after], row_to_item)?;
+                rows.collect::<rusqlite::Result<Vec<Item>>>()
+            })
+            .await?;
+        Ok(items)
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
