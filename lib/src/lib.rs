@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod http;
 pub mod ingest;
 pub mod lambda;
+pub mod mattermost;
 pub mod notify;
 pub mod queue;
 pub mod repo;

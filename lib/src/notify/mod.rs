@@ -3,6 +3,7 @@
 //! `klaxon serve`'s worker loop with batches from the embedded queue.
 
 pub mod batch;
+pub mod card;
 pub mod job;
 pub mod lambda;
 pub mod notifier;

@@ -1,0 +1,181 @@
+//! The HTTP calls. Each answer is classified once, here: the notifier decides only between
+//! "retry later" and "record why and move on".
+
+use super::error::MattermostError;
+use super::types::{AppError, CreatePost, Post, User, WebhookPost};
+use crate::config::Secret;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Mattermost's own outgoing calls time out after 30 s; a notifier waits less and retries.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Mattermost {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<Secret>,
+    me: std::sync::Arc<OnceCell<User>>,
+}
+
+/// What a call is, for messages: "create a post in channel X".
+struct Call<'a> {
+    what: &'a str,
+    channel: Option<&'a str>,
+}
+
+impl Mattermost {
+    /// `base` is the server URL (`https://chat.example.com`); `token` the bot's access token
+    /// (needed for everything but incoming webhooks).
+    pub fn new(base: url::Url, token: Option<Secret>) -> Mattermost {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("Klaxon/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Mattermost { http, base, token, me: Default::default() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, MattermostError> {
+        match &self.token {
+            Some(t) => Ok(req.bearer_auth(t.expose())),
+            None => Err(MattermostError::Permanent {
+                status: 0,
+                id: String::new(),
+                what: "no bot token is configured".into(),
+                fix: "set mattermost.bot_token in klaxon.toml, or post through an incoming webhook".into(),
+            }),
+        }
+    }
+
+    /// The bot's own user, asked once and cached (`GET /api/v4/users/me`).
+    pub async fn me(&self) -> Result<User, MattermostError> {
+        self.me
+            .get_or_try_init(|| async {
+                let req = self.authed(self.http.get(self.url("/api/v4/users/me")))?;
+                let res = send(req).await?;
+                json(res, Call { what: "ask who the bot is", channel: None }).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// `POST /api/v4/posts` (201 with the post; the same post again for a repeated
+    /// `pending_post_id` within 30 s).
+    pub async fn create_post(&self, post: &CreatePost) -> Result<Post, MattermostError> {
+        let req = self.authed(self.http.post(self.url("/api/v4/posts?set_online=false")).json(post))?;
+        let res = send(req).await?;
+        json(res, Call { what: "post", channel: Some(&post.channel_id) }).await
+    }
+
+    /// `PUT /api/v4/posts/{id}`: replaces message and props (send the whole card).
+    pub async fn update_post(&self, post: &Post) -> Result<Post, MattermostError> {
+        let req = self.authed(self.http.put(self.url(&format!("/api/v4/posts/{}", post.id))).json(post))?;
+        let res = send(req).await?;
+        json(res, Call { what: "update the alert's card", channel: Some(&post.channel_id) }).await
+    }
+
+    /// Posts through an incoming webhook (`POST /hooks/{id}`, answer `ok`). `url` is the
+    /// webhook's full URL, which may be on another server than the bot's.
+    pub async fn post_webhook(&self, url: &Secret, post: &WebhookPost) -> Result<(), MattermostError> {
+        let res = send(self.http.post(url.expose()).json(post)).await?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(classify(res, Call { what: "post through the incoming webhook", channel: None }).await)
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, MattermostError> {
+    // The error's text never holds the URL's path (a webhook URL is a secret): only its kind.
+    req.send().await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            "no answer in time"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "the request failed"
+        };
+        MattermostError::Transient { what: kind.into(), retry_after: None }
+    })
+}
+
+async fn json<T: serde::de::DeserializeOwned>(res: reqwest::Response, call: Call<'_>) -> Result<T, MattermostError> {
+    if !res.status().is_success() {
+        return Err(classify(res, call).await);
+    }
+    res.json::<T>().await.map_err(|e| MattermostError::Transient {
+        what: format!("an answer Klaxon cannot read ({e})"),
+        retry_after: None,
+    })
+}
+
+/// Seconds from now, from `X-RateLimit-Reset` or `Retry-After` (§8.3: relative seconds).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    ["retry-after", "x-ratelimit-reset"]
+        .iter()
+        .filter_map(|h| headers.get(*h)?.to_str().ok()?.trim().parse::<u64>().ok())
+        .max()
+        .map(Duration::from_secs)
+}
+
+async fn classify(res: reqwest::Response, call: Call<'_>) -> MattermostError {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.text().await.unwrap_or_default();
+    let app: AppError = serde_json::from_str(&body).unwrap_or_default();
+    let what = if app.id.is_empty() {
+        format!("{} to {}: HTTP {}", call.what, call.channel.unwrap_or("Mattermost"), status.as_u16())
+    } else {
+        format!(
+            "{}{}: HTTP {} {}",
+            call.what,
+            call.channel.map(|c| format!(" in channel {c}")).unwrap_or_default(),
+            status.as_u16(),
+            app.id
+        )
+    };
+    let permanent = |fix: String| MattermostError::Permanent {
+        status: status.as_u16(),
+        id: app.id.clone(),
+        what: what.clone(),
+        fix,
+    };
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => MattermostError::Transient { what, retry_after: retry_after(&headers) },
+        s if s.is_server_error() && s != StatusCode::NOT_IMPLEMENTED => {
+            MattermostError::Transient { what, retry_after: None }
+        }
+        StatusCode::NOT_IMPLEMENTED => permanent("incoming webhooks are disabled on that server; a system admin can enable them (System Console > Integrations), or use the bot".into()),
+        StatusCode::UNAUTHORIZED => permanent("the bot token was refused; create a new access token for the bot and update mattermost.bot_token".into()),
+        StatusCode::FORBIDDEN if call.channel.is_some() => permanent(format!(
+            "the bot is not a member of channel {} (or the channel does not exist): add the bot to the channel, or fix its channel_id in klaxon.toml",
+            call.channel.unwrap_or_default()
+        )),
+        StatusCode::BAD_REQUEST if app.id == "web.incoming_webhook.invalid.app_error" => {
+            permanent("the webhook does not exist any more; create a new incoming webhook and update [mattermost.webhooks]".into())
+        }
+        StatusCode::NOT_FOUND => permanent("the channel or post does not exist; check channel_id in klaxon.toml".into()),
+        _ => permanent("check the channel and the bot's permissions in Mattermost".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_the_longer_of_the_two_headers_in_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Ratelimit-Reset", "3".parse().unwrap());
+        h.insert("Retry-After", "1".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}

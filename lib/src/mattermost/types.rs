@@ -1,0 +1,86 @@
+//! The JSON Klaxon sends to and reads from Mattermost.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /api/v4/posts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreatePost {
+    pub channel_id: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub root_id: String,
+    pub props: Value,
+    /// Idempotency key: a repeat within 30 s returns the post already created.
+    pub pending_post_id: String,
+}
+
+/// A post as Mattermost returns it (the keys Klaxon reads; the rest is kept in `extra` so that
+/// an update sends the post back whole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub id: String,
+    #[serde(default)]
+    pub channel_id: String,
+    #[serde(default)]
+    pub root_id: String,
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub props: Value,
+    #[serde(default)]
+    pub create_at: i64,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub is_bot: bool,
+}
+
+/// Mattermost's error body (`AppError`): match on `id`, never on the translated `message`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct AppError {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// One message attachment (§5.1): the card's body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Attachment {
+    pub fallback: String,
+    pub color: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    pub fields: Vec<Field>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub footer: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Field {
+    pub title: String,
+    pub value: String,
+    pub short: bool,
+}
+
+/// An incoming-webhook post (§3.2); attachments at the top level, where Mattermost reads them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookPost {
+    pub text: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}

@@ -1,0 +1,204 @@
+//! The alert card: one Mattermost post per alert, rendered from the alert's latest state (so a
+//! late or repeated job can never roll it back), and the short thread replies that follow it.
+//!
+//! Text that came from a device or a chat message is neutralised so that it cannot ping anyone:
+//! `@channel`, `@all`, `@here` and `@user` are broken with a zero-width space after the `@`.
+
+use crate::domain::{Actor, Alert, AlertStatus, Urgency};
+use crate::mattermost::{Attachment, Field};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+/// Details longer than this are cut on the card (the whole text stays in the alert).
+pub const CARD_DETAILS_CHARS: usize = 3_000;
+/// The props key that marks a post as an alert's card (found again after a crash).
+pub const ALERT_PROP: &str = "klaxon_alert_id";
+
+/// Breaks every mention in `text`: `@` followed by a zero-width space renders the same and
+/// notifies nobody.
+pub fn neutralise(text: &str) -> String {
+    text.replace('@', "@\u{200B}")
+}
+
+fn who(actor: &Actor) -> String {
+    match actor {
+        Actor::User { name, id } => neutralise(if name.is_empty() { id } else { name }),
+        Actor::Source { id } => format!("source {}", neutralise(id)),
+        Actor::System => "Klaxon".into(),
+    }
+}
+
+fn when(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The card's colour: green once resolved, amber while acknowledged, else by urgency.
+pub fn colour(alert: &Alert) -> &'static str {
+    match (alert.status, alert.urgency) {
+        (AlertStatus::Resolved, _) => "#2D9D78",
+        (AlertStatus::Acknowledged, _) => "#E8A317",
+        (_, Urgency::Critical) => "#D24B4E",
+        (_, Urgency::High) => "#E06C23",
+        (_, Urgency::Medium) => "#F2B33D",
+        (_, Urgency::Low) => "#8A8A8A",
+    }
+}
+
+fn trimmed(details: &str) -> String {
+    let count = details.chars().count();
+    if count <= CARD_DETAILS_CHARS {
+        return details.to_string();
+    }
+    let kept: String = details.chars().take(CARD_DETAILS_CHARS).collect();
+    format!("{kept}\n… ({} more characters)", count - CARD_DETAILS_CHARS)
+}
+
+/// The card: a one-line message (what notifications and search show) and one attachment.
+pub fn render(alert: &Alert) -> (String, Attachment) {
+    let summary = neutralise(&alert.summary);
+    let status = match alert.status {
+        AlertStatus::Open => "Open",
+        AlertStatus::Acknowledged => "Acknowledged",
+        AlertStatus::Resolved => "Resolved",
+    };
+    let mut fields = vec![
+        Field { title: "Status".into(), value: status.into(), short: true },
+        Field { title: "Urgency".into(), value: alert.urgency.to_string(), short: true },
+        Field { title: "Source".into(), value: neutralise(&alert.source), short: true },
+        Field { title: "Occurrences".into(), value: alert.occurrences.to_string(), short: true },
+        Field { title: "First seen".into(), value: when(alert.created_at), short: true },
+        Field { title: "Last seen".into(), value: when(alert.last_occurrence()), short: true },
+    ];
+    let at = |what: &str| alert.timeline.iter().rev().find(|e| e.what == what).map(|e| e.at);
+    if let (Some(by), Some(t)) = (&alert.acknowledged_by, at("acknowledged")) {
+        fields.push(Field {
+            title: "Acknowledged".into(),
+            value: format!("by {} at {}", who(by), when(t)),
+            short: false,
+        });
+    }
+    if let (Some(by), Some(t)) = (&alert.resolved_by, at("resolved")) {
+        fields.push(Field { title: "Resolved".into(), value: format!("by {} at {}", who(by), when(t)), short: false });
+    }
+    let message = format!("**{}** ({}, {}): {summary}", alert.id, alert.urgency, status.to_lowercase());
+    let attachment = Attachment {
+        fallback: format!("{} [{}] {summary}", alert.id, alert.urgency),
+        color: colour(alert).into(),
+        title: format!("{}: {summary}", alert.id),
+        text: trimmed(&neutralise(&alert.details)),
+        fields,
+        footer: format!("Klaxon · {}", alert.id),
+        actions: Vec::new(),
+    };
+    (message, attachment)
+}
+
+/// The props of a card post: the attachment, and the alert id that marks it as the card.
+pub fn props(alert: &Alert, attachment: &Attachment) -> Value {
+    json!({ "attachments": [attachment], ALERT_PROP: alert.id, "from_bot": "true" })
+}
+
+/// The short reply a job adds in the card's thread, if its event deserves one. Repeats add
+/// none (they update the count on the card); a new alert is its card.
+pub fn thread_reply(event: &str, alert: &Alert) -> Option<String> {
+    let last_by = |what: &str| alert.timeline.iter().rev().find(|e| e.what == what).map(|e| who(&e.actor));
+    match event {
+        "alert.acknowledged" => Some(format!("Acknowledged by {}.", last_by("acknowledged")?)),
+        "alert.resolved" => Some(format!("Resolved by {}.", last_by("resolved")?)),
+        "alert.urgency_raised" => {
+            Some(format!("Urgency raised to {} by {}.", alert.urgency, last_by("urgency_raised")?))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewAlert;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_795_435_200 + s).unwrap()
+    }
+
+    fn alert() -> Alert {
+        let new = NewAlert {
+            id: "ALR-7".into(),
+            source: "freezer".into(),
+            dedup_key: "dev7:alert".into(),
+            summary: "Freezer 3 at -3.5 °C @channel".into(),
+            details: "ping @here and @alice".into(),
+            urgency: Urgency::Critical,
+        };
+        Alert::trigger(new, Actor::source("freezer"), t(0))
+    }
+
+    #[test]
+    fn a_new_alert_renders_as_this_card() {
+        let a = alert();
+        let (message, attachment) = render(&a);
+        assert_eq!(message, "**ALR-7** (critical, open): Freezer 3 at -3.5 °C @\u{200B}channel");
+        let json = serde_json::to_value(props(&a, &attachment)).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "klaxon_alert_id": "ALR-7",
+                "from_bot": "true",
+                "attachments": [{
+                    "fallback": "ALR-7 [critical] Freezer 3 at -3.5 °C @\u{200B}channel",
+                    "color": "#D24B4E",
+                    "title": "ALR-7: Freezer 3 at -3.5 °C @\u{200B}channel",
+                    "text": "ping @\u{200B}here and @\u{200B}alice",
+                    "fields": [
+                        {"title": "Status", "value": "Open", "short": true},
+                        {"title": "Urgency", "value": "critical", "short": true},
+                        {"title": "Source", "value": "freezer", "short": true},
+                        {"title": "Occurrences", "value": "1", "short": true},
+                        {"title": "First seen", "value": "2026-11-23 12:00:00 UTC", "short": true},
+                        {"title": "Last seen", "value": "2026-11-23 12:00:00 UTC", "short": true}
+                    ],
+                    "footer": "Klaxon · ALR-7"
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_then_resolved_alert_shows_who_and_when_and_turns_green() {
+        let mut a = alert();
+        a.repeat(Actor::source("freezer"), t(60)).unwrap();
+        a.acknowledge(Actor::user("u1", "bob"), t(120)).unwrap();
+        let (_, card) = render(&a);
+        assert_eq!(card.color, "#E8A317");
+        assert!(
+            card.fields.iter().any(|f| f.title == "Acknowledged" && f.value == "by bob at 2026-11-23 12:02:00 UTC")
+        );
+        assert!(card.fields.iter().any(|f| f.title == "Occurrences" && f.value == "2"));
+        assert!(card.fields.iter().any(|f| f.title == "Last seen" && f.value == "2026-11-23 12:01:00 UTC"));
+        a.resolve(Actor::user("u2", "alice"), t(180)).unwrap();
+        let (message, card) = render(&a);
+        assert_eq!(card.color, "#2D9D78");
+        assert!(message.contains("resolved"));
+        assert_eq!(thread_reply("alert.resolved", &a).as_deref(), Some("Resolved by alice."));
+        assert_eq!(thread_reply("alert.acknowledged", &a).as_deref(), Some("Acknowledged by bob."));
+        assert_eq!(thread_reply("alert.repeated", &a), None, "repeats update the count, no reply");
+    }
+
+    #[test]
+    fn long_details_are_trimmed_and_the_card_stays_far_inside_mattermost_limits() {
+        let mut a = alert();
+        a.details = "x".repeat(20_000);
+        let (message, card) = render(&a);
+        assert!(card.text.ends_with("… (17000 more characters)"), "{}", &card.text[card.text.len() - 40..]);
+        let total = message.chars().count() + serde_json::to_string(&card).unwrap().chars().count();
+        assert!(total < 16_383, "{total}");
+    }
+
+    #[test]
+    fn mentions_are_neutralised_everywhere_text_came_from_outside() {
+        for text in ["@channel", "@all", "@here", "@alice", "mail bob@example.com"] {
+            let n = neutralise(text);
+            assert!(!n.contains("@c") && !n.contains("@a") && !n.contains("@h") && !n.contains("@e"), "{n}");
+        }
+    }
+}
