@@ -11,6 +11,7 @@ use crate::queue::sqlite::{Redrive, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{Queue, QueueError, QueueKind};
 use crate::repo::alerts::AlertRepo;
+use crate::repo::cards::CardRepo;
 use crate::repo::deliveries::DeliveryRepo;
 use crate::repo::incidents::IncidentRepo;
 use crate::store::dynamodb::DynamoStore;
@@ -87,7 +88,7 @@ impl AppState {
     }
 
     pub fn notifier(&self) -> Notifier {
-        Notifier::new(self.config.clone(), self.alerts(), self.deliveries())
+        Notifier::new(self.config.clone(), self.alerts(), self.deliveries(), CardRepo::new(self.store.clone()))
     }
 
     /// Builds everything from the configuration's `[storage]` section.

@@ -181,7 +181,7 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
                 .into(),
         );
     } else {
-        out.push("mattermost: configured, but posting is not built in this version; notifications are logged and recorded as not delivered.".into());
+        out.push("mattermost: configured; alert cards go to bot channels (created once, updated in place, replies in their threads) and incoming webhooks. Incident notifications are not built yet.".into());
     }
     if c.server.public_url.is_none() {
         out.push("note: server.public_url is not set; the URLs below use the local address, which Mattermost and Particle must be able to reach.".into());

@@ -4,6 +4,7 @@
 //! `KLAXON_TEST_AWS_ENDPOINT`. Without it a local `cargo test` skips the AWS cases with a
 //! printed notice; under `CI=true` a missing endpoint fails the run instead.
 
+pub mod fake_mattermost;
 pub mod faulty;
 pub mod queue_contract;
 pub mod store_contract;
@@ -122,6 +123,13 @@ pub async fn aws_state(endpoint: &str, table: &str) -> klaxon::app::AppState {
 pub struct TestApp {
     pub state: klaxon::app::AppState,
     _dir: Option<TempDir>,
+}
+
+impl TestApp {
+    /// Another state (e.g. another configuration) on the same storage as `app`.
+    pub fn from_state(state: klaxon::app::AppState, app: TestApp) -> TestApp {
+        TestApp { state, _dir: app._dir }
+    }
 }
 
 fn config_from(text: &str) -> klaxon::config::Config {

@@ -74,11 +74,51 @@ impl Mattermost {
         json(res, Call { what: "post", channel: Some(&post.channel_id) }).await
     }
 
-    /// `PUT /api/v4/posts/{id}`: replaces message and props (send the whole card).
-    pub async fn update_post(&self, post: &Post) -> Result<Post, MattermostError> {
-        let req = self.authed(self.http.put(self.url(&format!("/api/v4/posts/{}", post.id))).json(post))?;
+    /// `PUT /api/v4/posts/{id}/patch` with message and props: the props are replaced whole, so
+    /// send the whole card. (A patch, not a full `PUT`, so that fields Klaxon does not know,
+    /// such as a pin, stay as they are.)
+    pub async fn update_post(
+        &self,
+        post_id: &str,
+        channel_id: &str,
+        message: &str,
+        props: &serde_json::Value,
+    ) -> Result<Post, MattermostError> {
+        let body = serde_json::json!({ "message": message, "props": props });
+        let req = self.authed(self.http.put(self.url(&format!("/api/v4/posts/{post_id}/patch"))).json(&body))?;
         let res = send(req).await?;
-        json(res, Call { what: "update the alert's card", channel: Some(&post.channel_id) }).await
+        json(res, Call { what: "update the alert's card", channel: Some(channel_id) }).await
+    }
+
+    /// The bot's root post in `channel_id`, created or changed after `since`, whose props carry
+    /// `key` = `value` (`GET /api/v4/channels/{id}/posts?since=`): how a card created just before
+    /// a crash is found again.
+    pub async fn find_post(
+        &self,
+        channel_id: &str,
+        since: jiff::Timestamp,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Post>, MattermostError> {
+        #[derive(serde::Deserialize)]
+        struct PostList {
+            #[serde(default)]
+            order: Vec<String>,
+            #[serde(default)]
+            posts: std::collections::HashMap<String, Post>,
+        }
+        let me = self.me().await?;
+        let url = self.url(&format!("/api/v4/channels/{channel_id}/posts?since={}", since.as_millisecond()));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        let list: PostList = json(res, Call { what: "look for the alert's card", channel: Some(channel_id) }).await?;
+        Ok(list
+            .order
+            .iter()
+            .filter_map(|id| list.posts.get(id))
+            .find(|p| {
+                p.root_id.is_empty() && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value)
+            })
+            .cloned())
     }
 
     /// Posts through an incoming webhook (`POST /hooks/{id}`, answer `ok`). `url` is the

@@ -1,23 +1,48 @@
-//! The notifier's job handler.
+//! The notifier's job handler: renders each alert's card from its latest state and delivers it.
 //!
-//! Posting to Mattermost (rendering alert cards, threads, buttons) is not built in this version.
-//! Until it is, each job is routed, logged with the channel it would have gone to, and recorded
-//! as *not delivered* with the reason: nothing pretends to have been posted.
+//! **Bot mode** (a channel with `channel_id`): one card per alert, in the channel the alert's
+//! `alert.triggered` route names, created once and then updated in place; acknowledgements,
+//! resolutions and raised urgencies add a short reply in its thread; repeats only update the
+//! count (and since the card shows the alert's latest state, a backlog of repeats collapses into
+//! one update). **Webhook mode** (a channel with `webhook`): one post per routed event (repeats
+//! excepted), rendered the same way; the webhook API cannot thread or update.
+//!
+//! Failures: transient ones (5xx, 429, timeouts) are retried a few times here, then the job goes
+//! back to the queue. Permanent ones (bad token, bot not in the channel, unknown channel or
+//! webhook) are recorded with the admin's fix and the job is done, so the alert's later events go
+//! on; the next event tries the card again.
+//!
+//! Incident notifications are not built yet: they are recorded as not delivered.
 
 use super::batch::{JobError, JobHandler, Record};
+use super::card;
 use super::job::{Job, NotifyJob, Subject};
 use super::routing::{EventFacts, destination};
 use crate::config::Config;
+use crate::domain::Alert;
+use crate::mattermost::{CreatePost, Mattermost, MattermostError, WebhookPost};
 use crate::repo::RepoError;
 use crate::repo::alerts::AlertRepo;
+use crate::repo::cards::{Card, CardRepo};
 use crate::repo::deliveries::{Delivery, DeliveryRecord, DeliveryRepo};
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Tries of one Mattermost call within one invocation before the job goes back to the queue.
+const CALL_ATTEMPTS: u32 = 3;
+/// The longest 429 wait honoured inside an invocation; longer ones go back to the queue.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
+/// Mattermost remembers a `pending_post_id` for 30 s. A claim older than this may have created
+/// a post that a repeated create would not find again: look for it first.
+const PENDING_MEMORY: Duration = Duration::from_secs(25);
 
 pub struct Notifier {
     config: Arc<Config>,
     alerts: AlertRepo,
     deliveries: DeliveryRepo,
+    cards: CardRepo,
+    mattermost: Option<Mattermost>,
 }
 
 impl From<RepoError> for JobError {
@@ -29,9 +54,55 @@ impl From<RepoError> for JobError {
     }
 }
 
+/// Why a job could not be delivered now.
+enum Failure {
+    /// Retry the job later.
+    Transient(String),
+    /// Record this (the admin's fix) and move on.
+    Permanent(String),
+}
+
+impl From<MattermostError> for Failure {
+    fn from(e: MattermostError) -> Self {
+        if e.is_transient() { Failure::Transient(e.to_string()) } else { Failure::Permanent(e.to_string()) }
+    }
+}
+
+impl From<RepoError> for Failure {
+    fn from(e: RepoError) -> Self {
+        Failure::Transient(e.to_string())
+    }
+}
+
+/// Calls `f` up to [`CALL_ATTEMPTS`] times while it fails transiently, waiting what a 429 asks
+/// (up to [`MAX_INLINE_WAIT`]) or a short backoff.
+async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, MattermostError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MattermostError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(MattermostError::Transient { retry_after, what }) if attempt < CALL_ATTEMPTS => {
+                let wait = match retry_after {
+                    Some(w) if w > MAX_INLINE_WAIT => return Err(MattermostError::Transient { what, retry_after }),
+                    Some(w) => w,
+                    None => Duration::from_millis(200 * u64::from(attempt)),
+                };
+                tracing::info!(attempt, wait_ms = wait.as_millis() as u64, reason = %what, "Mattermost call failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Notifier {
-    pub fn new(config: Arc<Config>, alerts: AlertRepo, deliveries: DeliveryRepo) -> Self {
-        Notifier { config, alerts, deliveries }
+    pub fn new(config: Arc<Config>, alerts: AlertRepo, deliveries: DeliveryRepo, cards: CardRepo) -> Self {
+        let mattermost = config.mattermost.as_ref().map(|m| Mattermost::new(m.url.clone(), m.bot_token.clone()));
+        Notifier { config, alerts, deliveries, cards, mattermost }
     }
 
     async fn notify(&self, job: &NotifyJob) -> Result<(), JobError> {
@@ -39,34 +110,52 @@ impl Notifier {
             tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
             return Ok(());
         }
-        let (source, urgency) = match &job.subject {
+        let alert = match &job.subject {
             Subject::Alert { id } => {
-                let alert = self
-                    .alerts
+                self.alerts
                     .get(id)
                     .await?
-                    .ok_or_else(|| JobError::Poison(format!("alert {id} of job {} does not exist", job.job_id)))?;
-                (Some(alert.value.source), Some(alert.value.urgency))
+                    .ok_or_else(|| JobError::Poison(format!("alert {id} of job {} does not exist", job.job_id)))?
+                    .value
             }
-            Subject::Incident { .. } => (None, None),
+            Subject::Incident { .. } => {
+                return self
+                    .not_delivered(job, None, "incident notifications are not built in this version".into())
+                    .await;
+            }
         };
-        let facts = EventFacts { event: &job.event, source: source.as_deref(), urgency };
-        let routed = destination(&self.config, &facts);
-        let channel = routed.as_ref().ok().map(|c| c.to_string());
-        let reason = match (&self.config.mattermost, routed) {
-            (None, Ok(_)) => "no Mattermost is configured (add a [mattermost] section to klaxon.toml)".to_string(),
-            (None, Err(why)) => format!("no Mattermost is configured, and {why}"),
-            (Some(_), Ok(_)) => "posting to Mattermost is not built in this version of Klaxon".to_string(),
-            (Some(_), Err(why)) => why,
+        let facts = EventFacts { event: &job.event, source: Some(&alert.source), urgency: Some(alert.urgency) };
+        const NO_MATTERMOST: &str = "no Mattermost is configured (add a [mattermost] section to klaxon.toml)";
+        let channel = match (destination(&self.config, &facts), &self.mattermost) {
+            (Ok(c), Some(_)) => c.to_string(),
+            (Ok(c), None) => return self.not_delivered(job, Some(c.to_string()), NO_MATTERMOST.into()).await,
+            (Err(why), Some(_)) => return self.not_delivered(job, None, why).await,
+            (Err(why), None) => return self.not_delivered(job, None, format!("{NO_MATTERMOST}, and {why}")).await,
         };
-        tracing::warn!(
-            job_id = %job.job_id,
-            event = %job.event,
-            subject = %job.subject.id(),
-            channel = channel.as_deref().unwrap_or("(none)"),
-            reason = %reason,
-            "notification NOT delivered"
-        );
+        let (Some(mm), Some(dest)) = (&self.mattermost, self.config.channels.get(&channel)) else {
+            let why = format!("channel {channel} is not defined in [channels]");
+            return self.not_delivered(job, Some(channel), why).await;
+        };
+        let outcome = match (&dest.channel_id, &dest.webhook) {
+            (Some(channel_id), _) => self.bot_card(mm, job, &alert, channel_id).await,
+            (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
+            (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
+        };
+        match outcome {
+            Ok(post_id) => {
+                let delivery = Delivery::Posted { channel, post_id };
+                let record = DeliveryRecord { job_id: job.job_id.clone(), at: jiff::Timestamp::now(), delivery };
+                self.deliveries.record(&record).await?;
+                Ok(())
+            }
+            Err(Failure::Transient(why)) => Err(JobError::Transient(why)),
+            Err(Failure::Permanent(why)) => self.not_delivered(job, Some(channel), why).await,
+        }
+    }
+
+    /// Records why the job was not delivered, and finishes it.
+    async fn not_delivered(&self, job: &NotifyJob, channel: Option<String>, reason: String) -> Result<(), JobError> {
+        tracing::warn!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = channel.as_deref().unwrap_or("(none)"), reason = %reason, "notification NOT delivered");
         let record = DeliveryRecord {
             job_id: job.job_id.clone(),
             at: jiff::Timestamp::now(),
@@ -74,6 +163,142 @@ impl Notifier {
         };
         self.deliveries.record(&record).await?;
         Ok(())
+    }
+
+    /// Bot mode: make sure the card exists and shows the alert's latest state, then add the
+    /// event's thread reply. Returns the post the job produced (the reply, or the card).
+    async fn bot_card(
+        &self,
+        mm: &Mattermost,
+        job: &NotifyJob,
+        alert: &Alert,
+        channel_id: &str,
+    ) -> Result<String, Failure> {
+        let mut card = self.ensure_card(mm, alert, channel_id).await?;
+        let post_id = card.value.post_id.clone().unwrap_or_default();
+        if card.value.rendered_revision < alert.revision {
+            let (message, attachment) = card::render(alert);
+            let props = card::props(alert, &attachment);
+            with_retries(|| mm.update_post(&post_id, &card.value.channel_id, &message, &props)).await?;
+            let updated = Card { rendered_revision: alert.revision, ..card.value.clone() };
+            // Losing this race only means another worker rendered the same or a newer state.
+            match self.cards.save(&alert.id, &card, &updated).await {
+                Ok(saved) => card = saved,
+                Err(RepoError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(text) = card::thread_reply(&job.event, alert) else { return Ok(post_id) };
+        let reply = CreatePost {
+            channel_id: card.value.channel_id.clone(),
+            message: text,
+            root_id: post_id,
+            props: serde_json::json!({ "from_bot": "true" }),
+            // A retry of this job within 30 s returns the same reply.
+            pending_post_id: format!("klaxon-{}", job.job_id),
+        };
+        Ok(with_retries(|| mm.create_post(&reply)).await?.id)
+    }
+
+    /// The alert's card, created if it has none yet.
+    ///
+    /// The record is claimed before the create, so two workers cannot both create. A crash
+    /// between the create and saving the post id leaves a claim without a post id: the next
+    /// attempt creates again with the same `pending_post_id`, and Mattermost (within 30 s)
+    /// returns the post it already made. After that window a repeated create would make a second
+    /// card, so an older claim first looks for the card in the channel (its props carry the
+    /// alert id) and adopts it.
+    async fn ensure_card(
+        &self,
+        mm: &Mattermost,
+        alert: &Alert,
+        channel_id: &str,
+    ) -> Result<crate::repo::Versioned<Card>, Failure> {
+        let (claim, fresh) = match self.cards.get(&alert.id).await? {
+            Some(card) if card.value.post_id.is_some() => return Ok(card),
+            Some(claim) => (claim, false),
+            None => match self.cards.claim(&alert.id, channel_id).await {
+                Ok(claim) => (claim, true),
+                Err(RepoError::Conflict { .. }) => {
+                    return Err(Failure::Transient(format!("another worker is creating the card of {}", alert.id)));
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let channel_id = claim.value.channel_id.clone();
+        let age = jiff::Timestamp::now().duration_since(claim.value.claimed_at);
+        let existing = if age > jiff::SignedDuration::try_from(PENDING_MEMORY).unwrap_or_default() {
+            let since = claim.value.claimed_at - jiff::SignedDuration::from_secs(60);
+            with_retries(|| mm.find_post(&channel_id, since, card::ALERT_PROP, &alert.id)).await?
+        } else {
+            None
+        };
+        let (message, attachment) = card::render(alert);
+        let post = match existing {
+            Some(post) => {
+                tracing::info!(alert_id = %alert.id, post_id = %post.id, "found the card created before a crash; adopting it");
+                post
+            }
+            None => {
+                let create = CreatePost {
+                    channel_id: channel_id.clone(),
+                    message,
+                    root_id: String::new(),
+                    props: card::props(alert, &attachment),
+                    pending_post_id: format!("klaxon-card-{}", alert.id),
+                };
+                match with_retries(|| mm.create_post(&create)).await {
+                    Ok(post) => post,
+                    Err(e) if !e.is_transient() => {
+                        // Gone for good (e.g. the bot is not in the channel): free the claim so
+                        // that the alert's next event tries again, once an admin fixed it.
+                        self.cards.release(&alert.id, &claim).await?;
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        // A post found again (adopted, or returned for a repeated pending_post_id) may show an
+        // older state than this create sent: have the caller render it again.
+        let rendered_revision = if fresh { alert.revision } else { 0 };
+        let card = Card { channel_id, post_id: Some(post.id), claimed_at: claim.value.claimed_at, rendered_revision };
+        match self.cards.save(&alert.id, &claim, &card).await {
+            Ok(saved) => Ok(saved),
+            Err(RepoError::Conflict { .. }) => {
+                Err(Failure::Transient(format!("the card of {} changed meanwhile", alert.id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Webhook mode: one post per routed event, repeats excepted (they would flood the channel).
+    async fn webhook_post(
+        &self,
+        mm: &Mattermost,
+        job: &NotifyJob,
+        alert: &Alert,
+        hook: &str,
+    ) -> Result<String, Failure> {
+        if job.event == "alert.repeated" {
+            return Err(Failure::Permanent(
+                "repeats are not posted through incoming webhooks (they would flood the channel); a bot updates the card's count instead".into(),
+            ));
+        }
+        let url = self
+            .config
+            .mattermost
+            .as_ref()
+            .and_then(|m| m.webhooks.get(hook))
+            .ok_or_else(|| Failure::Permanent(format!("webhook {hook} is not in [mattermost.webhooks]")))?;
+        let (message, attachment) = card::render(alert);
+        let text = match card::thread_reply(&job.event, alert) {
+            Some(reply) => format!("{message}\n{reply}"),
+            None => message,
+        };
+        let post = WebhookPost { text, attachments: vec![attachment] };
+        with_retries(|| mm.post_webhook(url, &post)).await?;
+        Ok(format!("webhook:{hook}"))
     }
 }
 

@@ -11,10 +11,12 @@
 //! | `incident-channel#<channel id>`  | `incident` | number of the channel's incident      |
 //! | `counter#<name>`                 | `counter`  | last number handed out                |
 //! | `delivery#<job id>`              | `delivery` | what the notifier did with a job      |
+//! | `card#ALR-12`                    | `card`     | the alert's card post in Mattermost   |
 //! | `config`                         | `current`  | the deployed klaxon.toml (on AWS)     |
 //! | `config`                         | `v#<n>`    | every version ever pushed             |
 
 pub mod alerts;
+pub mod cards;
 pub mod config;
 pub mod counter;
 pub mod deliveries;

@@ -1,0 +1,370 @@
+//! Alert cards in Mattermost, end to end: intake through the router, jobs on the real queue
+//! (SQLite, or SQS on moto), the notifier, and a fake Mattermost that behaves as
+//! mattermost.md says. Bot mode and webhook mode, every failure class, the crash window.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use klaxon::notify::{JobError, JobHandler, Record};
+use klaxon::queue::ReceiveOptions;
+use klaxon::repo::deliveries::Delivery;
+use klaxon_tests::TestApp;
+use klaxon_tests::fake_mattermost::{BOT_TOKEN, BOT_USER_ID, FakeMattermost, Fault};
+use serde_json::Value;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const OPS: &str = "0psch4nnel0psch4nnel0psch4";
+const KEY: &str = "particle-key-0123456789";
+
+fn config(bot: &FakeMattermost, hooks: &FakeMattermost) -> String {
+    format!(
+        r#"
+version = 1
+[server]
+signing_secret = "0123456789abcdef0123456789abcdef"
+[mattermost]
+url = "{bot_url}"
+bot_token = "{BOT_TOKEN}"
+bot_user_id = "{BOT_USER_ID}"
+webhooks = {{ lab = "{hook}" }}
+[channels.ops]
+channel_id = "{OPS}"
+[channels.lab]
+webhook = "lab"
+[routing]
+default = "ops"
+[[routing.routes]]
+events = ["alert.*"]
+sources = ["lab"]
+channel = "lab"
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "{KEY}"
+[[sources]]
+id = "lab"
+kind = "particle"
+token = "{KEY}"
+[[sources]]
+id = "chat"
+kind = "mattermost"
+token = "7kmxqf1b9jdzfcbj1d3u7uwqyo"
+act_on = ["freezer"]
+"#,
+        bot_url = bot.url,
+        hook = hooks.webhook("lab-hook"),
+    )
+}
+
+struct Rig {
+    app: TestApp,
+    bot: FakeMattermost,
+    hooks: FakeMattermost,
+}
+
+async fn rig(factory: impl AsyncFnOnce(&str) -> Option<TestApp>) -> Option<Rig> {
+    let bot = FakeMattermost::start().await;
+    let hooks = FakeMattermost::start().await; // another server than the bot's
+    bot.add_bot_to(OPS);
+    let app = factory(&config(&bot, &hooks)).await?;
+    Some(Rig { app, bot, hooks })
+}
+
+impl Rig {
+    async fn particle(&self, source: &str, body: &str) -> Value {
+        let req = Request::post(format!("/hooks/particle/{source}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    async fn chat(&self, post_id: &str, user: &str, text: &str) -> Value {
+        let form = serde_urlencoded::to_string([
+            ("channel_id", OPS),
+            ("channel_name", "ops"),
+            ("post_id", post_id),
+            ("team_id", "oiw6xsg1uigqxqzfoinhf8d3ae"),
+            ("text", text),
+            ("timestamp", "1795435200"),
+            ("token", "7kmxqf1b9jdzfcbj1d3u7uwqyo"),
+            ("trigger_word", "#alert"),
+            ("user_id", &format!("{user:0<26}")[..26]),
+            ("user_name", user),
+        ])
+        .unwrap();
+        let req = Request::post("/hooks/mattermost/chat")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Runs the notifier over everything queued, as the worker would: in order, deleting what
+    /// succeeded. Returns the errors of the jobs that failed (they stay queued).
+    async fn notify(&self) -> Vec<JobError> {
+        let notifier = self.app.state.notifier();
+        let mut errors = Vec::new();
+        for _ in 0..50 {
+            let got =
+                self.app.state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(1))).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let mut failed_groups = std::collections::HashSet::new();
+            for m in got {
+                if m.group_id.as_ref().is_some_and(|g| failed_groups.contains(g)) {
+                    continue;
+                }
+                let record = Record {
+                    message_id: m.message_id.clone(),
+                    body: m.body.clone(),
+                    group_id: m.group_id.clone(),
+                    receive_count: m.receive_count,
+                };
+                match notifier.handle(&record).await {
+                    Ok(()) => self.app.state.notify_queue.delete(&m.receipt).await.unwrap(),
+                    Err(e) => {
+                        failed_groups.extend(m.group_id.clone());
+                        errors.push(e);
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                break;
+            }
+        }
+        errors
+    }
+
+    fn card(&self) -> Value {
+        let roots = self.bot.roots_in(OPS);
+        assert_eq!(roots.len(), 1, "exactly one card: {roots:#?}");
+        roots.into_iter().next().unwrap()
+    }
+}
+
+fn field<'a>(card: &'a Value, title: &str) -> &'a str {
+    card["props"]["attachments"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["title"] == title)
+        .and_then(|f| f["value"].as_str())
+        .unwrap_or("")
+}
+
+macro_rules! card_tests {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(rig) = super::rig($factory).await else { return };
+                super::$case(rig).await;
+            }
+        )*
+    };
+}
+
+macro_rules! all_cases {
+    ($factory:path) => {
+        card_tests!($factory;
+            an_alert_gets_one_card_updated_in_place_with_replies_in_its_thread,
+            a_backlog_of_repeats_collapses_into_one_update_showing_the_latest_count,
+            a_redelivered_job_posts_nothing_twice,
+            a_create_answered_502_after_it_happened_makes_one_card,
+            a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second,
+            a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again,
+            rate_limits_and_outages_are_retried_and_never_lose_the_job,
+            webhook_destinations_get_one_post_per_event_on_their_own_server);
+    };
+}
+
+mod sqlite {
+    all_cases!(klaxon_tests::embedded_app);
+}
+
+mod aws {
+    all_cases!(klaxon_tests::aws_app);
+}
+
+async fn an_alert_gets_one_card_updated_in_place_with_replies_in_its_thread(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&data=%40channel+warm&published_at=t1").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(card["user_id"], BOT_USER_ID);
+    assert_eq!(card["props"]["klaxon_alert_id"], "ALR-1");
+    assert_eq!(field(&card, "Status"), "Open");
+    assert!(!card.to_string().contains("@channel"), "mentions are neutralised: {card}");
+
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    rig.chat("c2", "alice", "#alert resolve ALR-1").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(field(&card, "Status"), "Resolved", "updated in place");
+    assert!(field(&card, "Acknowledged").starts_with("by bob at "));
+    assert_eq!(card["props"]["attachments"][0]["color"], "#2D9D78");
+    let replies: Vec<String> = rig
+        .bot
+        .replies_to(card["id"].as_str().unwrap())
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replies, ["Acknowledged by bob.", "Resolved by alice."], "in order, in the card's thread");
+    let record = rig.app.state.deliveries().get("ALR-1#0000000003").await.unwrap().unwrap();
+    assert!(matches!(record.delivery, Delivery::Posted { ref channel, .. } if channel == "ops"), "{record:?}");
+}
+
+async fn a_backlog_of_repeats_collapses_into_one_update_showing_the_latest_count(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    for i in 1..=40 {
+        rig.particle("freezer", &format!("event=ALERT&coreid=dev7&published_at=t{i}")).await;
+    }
+    assert!(rig.notify().await.is_empty());
+    assert_eq!(field(&rig.card(), "Occurrences"), "41");
+    assert_eq!(rig.bot.calls("create"), 1, "one card, no reply per repeat");
+    assert!(rig.bot.calls("update") <= 1, "41 jobs, at most one update: {}", rig.bot.calls("update"));
+}
+
+async fn a_redelivered_job_posts_nothing_twice(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    assert!(rig.notify().await.is_empty());
+    let (creates, updates) = (rig.bot.calls("create"), rig.bot.calls("update"));
+    // The producer sends the same jobs again (an outbox sweep racing a relay, a Lambda retry).
+    for revision in [1, 2] {
+        let job = klaxon::notify::Job::Notify(klaxon::notify::NotifyJob {
+            job_id: format!("ALR-1#{revision:010}"),
+            event: if revision == 1 { "alert.triggered".into() } else { "alert.acknowledged".into() },
+            subject: klaxon::notify::Subject::Alert { id: "ALR-1".into() },
+            at: jiff::Timestamp::now(),
+        });
+        let mut message = job.to_message();
+        message.dedup_id = Some(format!("again-{revision}"));
+        rig.app.state.notify_queue.send(message).await.unwrap();
+    }
+    assert!(rig.notify().await.is_empty());
+    assert_eq!((rig.bot.calls("create"), rig.bot.calls("update")), (creates, updates), "nothing posted twice");
+    assert_eq!(rig.bot.replies_to(rig.card()["id"].as_str().unwrap()).len(), 1);
+}
+
+/// Mattermost created the card, then the answer was lost (a proxy answered 502). The retry
+/// creates with the same pending_post_id, and Mattermost returns the post it already made.
+async fn a_create_answered_502_after_it_happened_makes_one_card(rig: Rig) {
+    rig.bot.fail_next("create", 1, Fault::DoThen502);
+    rig.bot.fail_next("create", 2, Fault::Status(503));
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    let errors = rig.notify().await;
+    assert!(matches!(errors.as_slice(), [JobError::Transient(_)]), "back to the queue: {errors:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the visibility timeout
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(card["props"]["klaxon_alert_id"], "ALR-1");
+    let saved = rig.app.state.store.get("card#ALR-1", "card").await.unwrap().unwrap();
+    assert!(saved.data.contains(card["id"].as_str().unwrap()), "the record holds the one card");
+}
+
+/// The crash window beyond Mattermost's 30 s memory: the claim is there, the post was made, the
+/// record never got its id. A repeated create would make a second card; the notifier finds the
+/// card by its alert id instead.
+async fn a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    rig.bot.remember_pending_for(None);
+    // Simulate the crash: the card was created, and the claim is old and has no post id.
+    let create = klaxon::mattermost::CreatePost {
+        channel_id: OPS.into(),
+        message: "old render".into(),
+        root_id: String::new(),
+        props: serde_json::json!({"klaxon_alert_id": "ALR-1"}),
+        pending_post_id: "klaxon-card-ALR-1".into(),
+    };
+    let mm =
+        klaxon::mattermost::Mattermost::new(rig.bot.url.parse().unwrap(), Some(klaxon::config::Secret::new(BOT_TOKEN)));
+    mm.create_post(&create).await.unwrap();
+    let claim = klaxon::repo::cards::Card {
+        channel_id: OPS.into(),
+        post_id: None,
+        claimed_at: jiff::Timestamp::now() - jiff::SignedDuration::from_mins(5),
+        rendered_revision: 0,
+    };
+    let item = klaxon::store::Item::new("card#ALR-1", "card", serde_json::to_string(&claim).unwrap());
+    rig.app.state.store.put(item, klaxon::store::Condition::Absent).await.unwrap();
+
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(field(&card, "Status"), "Open", "adopted, then rendered with the alert's state");
+    assert_eq!(rig.bot.calls("create"), 1, "only the create before the crash");
+}
+
+async fn a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again(rig: Rig) {
+    let bot = FakeMattermost::start().await; // a server where the bot is in no channel
+    let mut state = rig.app.state.clone();
+    let mut config = (*state.config).clone();
+    if let Some(m) = config.mattermost.as_mut() {
+        m.url = bot.url.parse().unwrap();
+    }
+    state.config = std::sync::Arc::new(config);
+    let rig = Rig { app: TestApp::from_state(state, rig.app), bot, hooks: rig.hooks };
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty(), "a permanent failure finishes the job");
+    let record = rig.app.state.deliveries().get("ALR-1#0000000001").await.unwrap().unwrap();
+    match record.delivery {
+        Delivery::NotDelivered { reason, .. } => assert!(reason.contains("add the bot to the channel"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(rig.app.state.store.get("card#ALR-1", "card").await.unwrap().is_none(), "the claim was released");
+    // The admin adds the bot; the alert's next event creates the card.
+    rig.bot.add_bot_to(OPS);
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    assert!(rig.notify().await.is_empty());
+    assert_eq!(field(&rig.card(), "Status"), "Acknowledged");
+}
+
+async fn rate_limits_and_outages_are_retried_and_never_lose_the_job(rig: Rig) {
+    rig.bot.fail_next("create", 1, Fault::RateLimited(1));
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty(), "a 429 with a 1 s reset is waited out inside the invocation");
+    assert_eq!(rig.bot.calls("create"), 2);
+
+    rig.bot.fail_next("update", 10, Fault::Status(500));
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    let errors = rig.notify().await;
+    assert!(matches!(errors.as_slice(), [JobError::Transient(m)] if m.contains("HTTP 500")), "{errors:?}");
+    assert!(rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().is_none(), "not recorded: retried later");
+    // Mattermost comes back after the outage (10 failed calls): the job was kept and goes through.
+    for _ in 0..10 {
+        if rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        rig.notify().await;
+    }
+    assert_eq!(rig.bot.calls("update"), 11, "ten failures, then the update");
+    assert_eq!(field(&rig.card(), "Status"), "Acknowledged");
+    assert!(rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().is_some());
+}
+
+async fn webhook_destinations_get_one_post_per_event_on_their_own_server(rig: Rig) {
+    rig.particle("lab", "event=ALERT&coreid=probe&published_at=t0").await;
+    rig.particle("lab", "event=ALERT&coreid=probe&published_at=t1").await; // a repeat: not posted
+    assert!(rig.notify().await.is_empty());
+    let posts = rig.hooks.webhook_posts("lab-hook");
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["attachments"][0]["title"], "ALR-1: ALERT from probe");
+    assert!(rig.bot.roots_in(OPS).is_empty(), "nothing on the bot's server");
+
+    rig.hooks.disable_webhooks();
+    rig.particle("lab", "event=RESOLVE&coreid=probe&published_at=t2").await;
+    assert!(rig.notify().await.is_empty(), "501 is permanent");
+    let record = rig.app.state.deliveries().get("ALR-1#0000000003").await.unwrap().unwrap();
+    assert!(
+        matches!(record.delivery, Delivery::NotDelivered { ref reason, .. } if reason.contains("disabled")),
+        "{record:?}"
+    );
+}
