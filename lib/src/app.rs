@@ -87,8 +87,22 @@ impl AppState {
         Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }
 
+    /// The cards' buttons, when `server.public_url` and `server.signing_secret` are set.
+    pub fn buttons(&self) -> Option<crate::notify::card::Buttons> {
+        let server = &self.config.server;
+        let (url, secret) = (server.public_url.as_ref()?, server.signing_secret.as_ref()?);
+        let url = format!("{}/chatops/action", url.as_str().trim_end_matches('/'));
+        Some(crate::notify::card::Buttons { signer: crate::chatops::signing::Signer::new(secret.clone()), url })
+    }
+
     pub fn notifier(&self) -> Notifier {
-        Notifier::new(self.config.clone(), self.alerts(), self.deliveries(), CardRepo::new(self.store.clone()))
+        Notifier::new(
+            self.config.clone(),
+            self.alerts(),
+            self.deliveries(),
+            CardRepo::new(self.store.clone()),
+            self.buttons(),
+        )
     }
 
     /// Builds everything from the configuration's `[storage]` section.

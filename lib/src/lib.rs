@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod chatops;
 pub mod config;
 pub mod deployed;
 pub mod domain;

@@ -21,6 +21,7 @@ fn config(bot: &FakeMattermost, hooks: &FakeMattermost) -> String {
         r#"
 version = 1
 [server]
+public_url = "https://klaxon.example.com"
 signing_secret = "0123456789abcdef0123456789abcdef"
 [mattermost]
 url = "{bot_url}"
@@ -150,6 +151,44 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// A button click as Mattermost sends it (§5.2), with `context` and `post_id` filled in.
+    async fn click(&self, user: &str, post_id: &str, context: &Value) -> Value {
+        let mut body: Value = serde_json::from_slice(&klaxon_tests::fixture("mattermost/button-click.json")).unwrap();
+        body["user_id"] = Value::String(format!("{user:0<26}")[..26].to_string());
+        body["user_name"] = Value::String(user.to_string());
+        body["post_id"] = Value::String(post_id.to_string());
+        body["context"] = context.clone();
+        let req = Request::post("/chatops/action")
+            .header("content-type", "application/json")
+            .header("user-agent", "Mattermost-Bot/1.1")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "Mattermost shows anything else as an error");
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+}
+
+/// The context of the card's button named `name`.
+fn button(card_props: &Value, name: &str) -> Value {
+    card_props["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} button in {card_props}"))["integration"]["context"]
+        .clone()
+}
+
+fn buttons(card_props: &Value) -> Vec<String> {
+    card_props["attachments"][0]["actions"]
+        .as_array()
+        .map(|a| a.iter().map(|b| b["name"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
 fn field<'a>(card: &'a Value, title: &str) -> &'a str {
     card["props"]["attachments"][0]["fields"]
         .as_array()
@@ -182,7 +221,10 @@ macro_rules! all_cases {
             a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second,
             a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again,
             rate_limits_and_outages_are_retried_and_never_lose_the_job,
-            webhook_destinations_get_one_post_per_event_on_their_own_server);
+            webhook_destinations_get_one_post_per_event_on_their_own_server,
+            a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply,
+            forged_altered_foreign_and_expired_buttons_change_nothing,
+            two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so);
     };
 }
 
@@ -367,4 +409,97 @@ async fn webhook_destinations_get_one_post_per_event_on_their_own_server(rig: Ri
         matches!(record.delivery, Delivery::NotDelivered { ref reason, .. } if reason.contains("disabled")),
         "{record:?}"
     );
+}
+
+async fn a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    let post_id = card["id"].as_str().unwrap();
+    assert_eq!(buttons(&card["props"]), ["Acknowledge", "Resolve"]);
+    let ack = button(&card["props"], "Acknowledge");
+    assert_eq!(ack["action"], "acknowledge");
+    assert_eq!(ack["alert_id"], "ALR-1");
+
+    let answer = rig.click("bob", post_id, &ack).await;
+    assert!(answer.get("ephemeral_text").is_none(), "{answer}");
+    let update = &answer["update"];
+    assert_eq!(field(update, "Status"), "Acknowledged", "the clicker sees the new card at once");
+    assert_eq!(update["props"]["from_bot"], "true");
+    assert_eq!(buttons(&update["props"]), ["Resolve"]);
+    assert_eq!(button(&update["props"], "Resolve")["post_id"], post_id, "re-signed for this post");
+    let alert = rig.app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert_eq!(alert.acknowledged_by, Some(klaxon::domain::Actor::user(format!("{:0<26}", "bob"), "bob")));
+
+    assert!(rig.notify().await.is_empty());
+    let replies: Vec<String> =
+        rig.bot.replies_to(post_id).iter().map(|r| r["message"].as_str().unwrap().to_string()).collect();
+    assert_eq!(replies, ["Acknowledged by bob."]);
+    let resolve = button(&rig.card()["props"], "Resolve");
+    let answer = rig.click("alice", post_id, &resolve).await;
+    assert_eq!(field(&answer["update"], "Status"), "Resolved");
+    assert!(buttons(&answer["update"]["props"]).is_empty(), "no buttons once resolved");
+}
+
+async fn forged_altered_foreign_and_expired_buttons_change_nothing(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    rig.particle("freezer", "event=ALERT&coreid=dev8&published_at=t0").await;
+    assert!(rig.notify().await.is_empty());
+    let cards = rig.bot.roots_in(OPS);
+    let (first, second) = (&cards[0], &cards[1]);
+    let post_id = first["id"].as_str().unwrap();
+    let good = button(&first["props"], "Resolve");
+
+    let mut altered = good.clone();
+    altered["alert_id"] = "ALR-2".into();
+    let answer = rig.click("mallory", post_id, &altered).await;
+    assert!(answer["ephemeral_text"].as_str().unwrap().contains("signature does not match"), "{answer}");
+    assert!(answer.get("update").is_none());
+
+    let answer = rig.click("mallory", post_id, &serde_json::json!({"action": "resolve", "alert_id": "ALR-1"})).await;
+    assert!(answer["ephemeral_text"].as_str().unwrap().contains("not a Klaxon button"), "{answer}");
+
+    // A context signed for one post, replayed on another.
+    let signer = rig.app.state.buttons().unwrap().signer;
+    let bound =
+        serde_json::to_value(signer.sign("ALR-1", "resolve", post_id, jiff::Timestamp::now().as_second())).unwrap();
+    let answer = rig.click("mallory", second["id"].as_str().unwrap(), &bound).await;
+    assert!(answer["ephemeral_text"].as_str().unwrap().contains("another post"), "{answer}");
+
+    let old = jiff::Timestamp::now().as_second() - klaxon::chatops::signing::BUTTON_LIFETIME_SECS - 60;
+    let expired = serde_json::to_value(signer.sign("ALR-1", "resolve", post_id, old)).unwrap();
+    let answer = rig.click("bob", post_id, &expired).await;
+    assert!(answer["ephemeral_text"].as_str().unwrap().contains("expired"), "{answer}");
+    assert_eq!(buttons(&answer["update"]["props"]), ["Acknowledge", "Resolve"], "fresh buttons");
+
+    for id in ["ALR-1", "ALR-2"] {
+        let alert = rig.app.state.alerts().get(id).await.unwrap().unwrap().value;
+        assert_eq!(alert.status, klaxon::domain::AlertStatus::Open, "{id} unchanged");
+    }
+    assert!(rig.notify().await.is_empty());
+    assert!(rig.bot.replies_to(post_id).is_empty(), "no reply for refused clicks");
+}
+
+async fn two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    let post_id = card["id"].as_str().unwrap().to_string();
+    let ack = button(&card["props"], "Acknowledge");
+    let (a, b) = tokio::join!(rig.click("bob", &post_id, &ack), rig.click("carol", &post_id, &ack));
+    let notes: Vec<&Value> = [&a, &b].into_iter().filter(|x| x.get("ephemeral_text").is_some()).collect();
+    assert_eq!(notes.len(), 1, "one winner: {a} / {b}");
+    let winner = rig.app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.acknowledged_by.unwrap();
+    assert!(
+        notes[0]["ephemeral_text"].as_str().unwrap().contains(&format!("(by {winner})")),
+        "told who was first: {}",
+        notes[0]
+    );
+
+    let resolve = button(&card["props"], "Resolve");
+    rig.click("bob", &post_id, &resolve).await;
+    let answer = rig.click("dan", &post_id, &resolve).await;
+    let text = answer["ephemeral_text"].as_str().unwrap();
+    assert!(text.starts_with("Nothing changed: cannot resolve alert ALR-1: it is resolved (by @bob)"), "{text}");
+    assert_eq!(field(&answer["update"], "Status"), "Resolved", "the stale card is refreshed");
 }

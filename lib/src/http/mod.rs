@@ -3,6 +3,7 @@
 //! Routes whose feature is not built yet answer 501 with a JSON error that says so, and touch
 //! nothing.
 
+mod chatops;
 mod error;
 mod intake;
 
@@ -70,8 +71,8 @@ pub const ROUTES: &[RouteInfo] = &[
         function: "chatops",
         method: "POST",
         path: "/chatops/action",
-        purpose: "message button clicks",
-        built: false,
+        purpose: "alert card button clicks",
+        built: true,
     },
     RouteInfo {
         function: "chatops",
@@ -160,6 +161,7 @@ fn routes_of(function: &str) -> Router<AppState> {
         let handler = match (r.path, r.method) {
             ("/hooks/mattermost/{source_id}", _) => post(intake::mattermost_hook),
             ("/hooks/particle/{source_id}", _) => post(intake::particle_hook),
+            ("/chatops/action", _) => post(chatops::button),
             (_, "GET") => get(not_built),
             _ => post(not_built),
         };

@@ -164,6 +164,31 @@ impl Intake {
         Err(IntakeError::Contention(event.alert_id.clone().unwrap_or_else(|| event.dedup_key.clone())))
     }
 
+    /// A click on a card's button. Its signed context already proved which alert and action,
+    /// and Mattermost who clicked, so no source scope applies (the event has no source).
+    pub async fn act_from_button(
+        &self,
+        alert_id: &str,
+        kind: EventKind,
+        actor: crate::domain::Actor,
+        at: jiff::Timestamp,
+    ) -> Result<IntakeResult, IntakeError> {
+        let event = AlertEvent {
+            kind,
+            source: String::new(),
+            dedup_key: String::new(),
+            summary: String::new(),
+            details: String::new(),
+            urgency: Urgency::Low,
+            urgency_named: false,
+            actor,
+            at,
+            alert_id: Some(alert_id.to_string()),
+            delivery: None,
+        };
+        self.apply(&event).await
+    }
+
     /// Queues the alert's jobs now. If that fails they stay in the outbox for the sweep: the
     /// alert is accepted either way.
     async fn relay(&self, alert_id: &str) {
@@ -243,7 +268,8 @@ impl Intake {
                 None => return Ok(IntakeResult::nothing(Outcome::NoOpenAlert)),
             },
         };
-        if !self.may_act_on(&event.source, &read.value.source) {
+        // An event without a source is a card button's, authorised by its signature.
+        if !event.source.is_empty() && !self.may_act_on(&event.source, &read.value.source) {
             let reason = format!(
                 "source `{}` may not act on {} (raised by source `{}`); an admin can add it to `act_on` of source `{}` in klaxon.toml",
                 event.source, read.value.id, read.value.source, event.source

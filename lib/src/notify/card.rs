@@ -4,6 +4,7 @@
 //! Text that came from a device or a chat message is neutralised so that it cannot ping anyone:
 //! `@channel`, `@all`, `@here` and `@user` are broken with a zero-width space after the `@`.
 
+use crate::chatops::signing::Signer;
 use crate::domain::{Actor, Alert, AlertStatus, Urgency};
 use crate::mattermost::{Attachment, Field};
 use jiff::Timestamp;
@@ -51,6 +52,48 @@ fn trimmed(details: &str) -> String {
     }
     let kept: String = details.chars().take(CARD_DETAILS_CHARS).collect();
     format!("{kept}\n… ({} more characters)", count - CARD_DETAILS_CHARS)
+}
+
+/// Where a card's buttons send their clicks, and the key that signs them. Without a
+/// `server.public_url` and a `server.signing_secret` cards carry no buttons.
+#[derive(Clone)]
+pub struct Buttons {
+    pub signer: Signer,
+    /// `<public_url>/chatops/action`.
+    pub url: String,
+}
+
+impl Buttons {
+    /// The buttons the alert's state allows: Acknowledge and Resolve while open, Resolve while
+    /// acknowledged, none once resolved. Each context is signed for `post_id` ("" when the post
+    /// does not exist yet).
+    pub fn for_alert(&self, alert: &Alert, post_id: &str, now: i64) -> Vec<Value> {
+        let allowed: &[(&str, &str, &str, &str)] = match alert.status {
+            AlertStatus::Open => {
+                &[("ack", "Acknowledge", "acknowledge", "primary"), ("resolve", "Resolve", "resolve", "good")]
+            }
+            AlertStatus::Acknowledged => &[("resolve", "Resolve", "resolve", "good")],
+            AlertStatus::Resolved => &[],
+        };
+        allowed
+            .iter()
+            .map(|(id, name, action, style)| {
+                let context = self.signer.sign(&alert.id, action, post_id, now);
+                // Action ids must be [A-Za-z0-9]+: Mattermost's router never delivers others.
+                json!({ "id": id, "type": "button", "name": name, "style": style,
+                        "integration": { "url": self.url, "context": context } })
+            })
+            .collect()
+    }
+}
+
+/// The card with its buttons (when configured), signed for `post_id`.
+pub fn render_with_buttons(alert: &Alert, buttons: Option<&Buttons>, post_id: &str) -> (String, Attachment) {
+    let (message, mut attachment) = render(alert);
+    if let Some(b) = buttons {
+        attachment.actions = b.for_alert(alert, post_id, Timestamp::now().as_second());
+    }
+    (message, attachment)
 }
 
 /// The card: a one-line message (what notifications and search show) and one attachment.
@@ -182,6 +225,35 @@ mod tests {
         assert_eq!(thread_reply("alert.resolved", &a).as_deref(), Some("Resolved by alice."));
         assert_eq!(thread_reply("alert.acknowledged", &a).as_deref(), Some("Acknowledged by bob."));
         assert_eq!(thread_reply("alert.repeated", &a), None, "repeats update the count, no reply");
+    }
+
+    #[test]
+    fn buttons_follow_the_state_and_carry_signed_contexts() {
+        let buttons = Buttons {
+            signer: Signer::new(crate::config::Secret::new("0123456789abcdef0123456789abcdef")),
+            url: "https://klaxon.example.com/chatops/action".into(),
+        };
+        let mut a = alert();
+        let names = |a: &Alert| -> Vec<String> {
+            render_with_buttons(a, Some(&buttons), "p1")
+                .1
+                .actions
+                .iter()
+                .map(|b| b["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(&a), ["Acknowledge", "Resolve"]);
+        let (_, card) = render_with_buttons(&a, Some(&buttons), "p1");
+        let ctx: crate::chatops::signing::ButtonContext =
+            serde_json::from_value(card.actions[1]["integration"]["context"].clone()).unwrap();
+        assert_eq!((ctx.alert_id.as_str(), ctx.action.as_str(), ctx.post_id.as_str()), ("ALR-7", "resolve", "p1"));
+        assert_eq!(buttons.signer.verify(&ctx, "p1", Timestamp::now().as_second()), Ok(()));
+        assert_eq!(card.actions[0]["id"], "ack", "ids are alphanumeric");
+        a.acknowledge(Actor::user("u1", "bob"), t(60)).unwrap();
+        assert_eq!(names(&a), ["Resolve"]);
+        a.resolve(Actor::user("u1", "bob"), t(120)).unwrap();
+        assert!(names(&a).is_empty());
+        assert!(render_with_buttons(&alert(), None, "p1").1.actions.is_empty(), "no buttons without a signing secret");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct Notifier {
     deliveries: DeliveryRepo,
     cards: CardRepo,
     mattermost: Option<Mattermost>,
+    buttons: Option<card::Buttons>,
 }
 
 impl From<RepoError> for JobError {
@@ -100,9 +101,15 @@ where
 }
 
 impl Notifier {
-    pub fn new(config: Arc<Config>, alerts: AlertRepo, deliveries: DeliveryRepo, cards: CardRepo) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        alerts: AlertRepo,
+        deliveries: DeliveryRepo,
+        cards: CardRepo,
+        buttons: Option<card::Buttons>,
+    ) -> Self {
         let mattermost = config.mattermost.as_ref().map(|m| Mattermost::new(m.url.clone(), m.bot_token.clone()));
-        Notifier { config, alerts, deliveries, cards, mattermost }
+        Notifier { config, alerts, deliveries, cards, mattermost, buttons }
     }
 
     async fn notify(&self, job: &NotifyJob) -> Result<(), JobError> {
@@ -177,7 +184,7 @@ impl Notifier {
         let mut card = self.ensure_card(mm, alert, channel_id).await?;
         let post_id = card.value.post_id.clone().unwrap_or_default();
         if card.value.rendered_revision < alert.revision {
-            let (message, attachment) = card::render(alert);
+            let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), &post_id);
             let props = card::props(alert, &attachment);
             with_retries(|| mm.update_post(&post_id, &card.value.channel_id, &message, &props)).await?;
             let updated = Card { rendered_revision: alert.revision, ..card.value.clone() };
@@ -233,7 +240,8 @@ impl Notifier {
         } else {
             None
         };
-        let (message, attachment) = card::render(alert);
+        // The post id is not known before the create: these buttons are signed for "the card".
+        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
         let post = match existing {
             Some(post) => {
                 tracing::info!(alert_id = %alert.id, post_id = %post.id, "found the card created before a crash; adopting it");
@@ -291,7 +299,7 @@ impl Notifier {
             .as_ref()
             .and_then(|m| m.webhooks.get(hook))
             .ok_or_else(|| Failure::Permanent(format!("webhook {hook} is not in [mattermost.webhooks]")))?;
-        let (message, attachment) = card::render(alert);
+        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
         let text = match card::thread_reply(&job.event, alert) {
             Some(reply) => format!("{message}\n{reply}"),
             None => message,
