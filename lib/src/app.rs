@@ -23,7 +23,9 @@ use std::sync::Arc;
 /// Names of the embedded queues inside `klaxon.db`, and when they dead-letter.
 pub const NOTIFY_QUEUE: &str = "notify";
 pub const TIMER_QUEUE: &str = "timers";
-pub const MAX_RECEIVES: u32 = 5;
+/// Receives before a job goes to the dead-letter queue; with the backoff of
+/// [`crate::notify::batch::retry_delay`] that is more than a day of retries.
+pub const MAX_RECEIVES: u32 = 24;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -31,7 +31,8 @@ macro_rules! queue_contract_tests {
             standard_queue_delays_a_message_until_its_time, standard_queue_refuses_delays_over_900_s,
             unacknowledged_message_comes_back_after_the_visibility_timeout,
             deleted_message_never_comes_back_and_delete_is_retry_safe,
-            message_moves_to_the_dead_letter_queue_after_max_receives, invalid_receives_are_refused);
+            message_moves_to_the_dead_letter_queue_after_max_receives, invalid_receives_are_refused,
+            a_consumer_can_push_a_message_back_for_later);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -242,5 +243,34 @@ where
     for max in [0, 11] {
         let err = q.queue.receive(ReceiveOptions::new(max, VT)).await.unwrap_err();
         assert!(matches!(err, QueueError::InvalidReceive(_)), "{err:?}");
+    }
+}
+
+/// How the notifier backs off: a failed message is made visible again later than the queue's
+/// visibility timeout would, or at once.
+pub async fn a_consumer_can_push_a_message_back_for_later<F, Fut>(make: F)
+where
+    F: Fn(QueueKind, u32) -> Fut,
+    Fut: std::future::Future<Output = Option<TestQueue>>,
+{
+    for kind in [QueueKind::Fifo, QueueKind::Standard] {
+        let Some(q) = make(kind, 5).await else { return };
+        let msg = |body: &str| match kind {
+            QueueKind::Fifo => OutgoingMessage::fifo(body, body, body),
+            QueueKind::Standard => OutgoingMessage::standard(body),
+        };
+        q.queue.send(msg("later")).await.unwrap();
+        q.queue.send(msg("now")).await.unwrap();
+        let got = receive_all(&q, LONG_VT).await;
+        assert_eq!(got.len(), 2, "{kind:?}");
+        let (later, now) = if got[0].body == "later" { (&got[0], &got[1]) } else { (&got[1], &got[0]) };
+        q.queue.change_visibility(&later.receipt, Duration::from_secs(2)).await.unwrap();
+        q.queue.change_visibility(&now.receipt, Duration::ZERO).await.unwrap();
+        let again = receive_all(&q, LONG_VT).await;
+        assert_eq!(bodies(&again), ["now"], "{kind:?}: visible at once, the other not yet");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let last = receive_all(&q, LONG_VT).await;
+        assert_eq!(bodies(&last), ["later"], "{kind:?}: back after its new timeout");
+        q.queue.change_visibility("no-such-receipt", Duration::ZERO).await.ok();
     }
 }

@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let state = app.state().await;
-        klaxon::notify::lambda::handle_event(&state.notifier(), &state.outbox(), event.payload)
+        let queues = [state.notify_queue.clone(), state.timer_queue.clone()];
+        klaxon::notify::lambda::handle_event(&state.notifier(), &state.outbox(), &queues, event.payload)
             .await
             .map_err(Error::from)
     }))

@@ -2,6 +2,17 @@
 
 use async_trait::async_trait;
 use std::collections::HashSet;
+use std::time::Duration;
+
+/// How long a failed job waits before its next try, by how often it was received: 30 s,
+/// doubling, at most 2 hours. With [`crate::app::MAX_RECEIVES`] (24) receives before the
+/// dead-letter queue, the outage budget is 30 s + 1 + 2 + 4 + 8 + 16 + 32 + 64 min (2 h 7 min
+/// 30 s over 8 tries) plus 16 tries 2 hours apart: about 34 hours. A Mattermost outage of up to
+/// a day loses nothing; its jobs go through when it is back.
+pub fn retry_delay(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(16);
+    Duration::from_secs(30).saturating_mul(1 << doublings).min(Duration::from_secs(2 * 3600))
+}
 
 /// One queued message as the handler sees it, whatever queue it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +124,16 @@ mod tests {
         let report = handle_batch(&h, &[rec("t1", None), rec("t2", None)]).await;
         assert_eq!(report.failed, ["t1"]);
         assert_eq!(h.seen.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_retry_delays_add_up_to_more_than_a_day_within_the_receive_limit() {
+        assert_eq!(retry_delay(1), Duration::from_secs(30));
+        assert_eq!(retry_delay(2), Duration::from_secs(60));
+        assert_eq!(retry_delay(9), Duration::from_secs(2 * 3600));
+        assert_eq!(retry_delay(100), Duration::from_secs(2 * 3600));
+        let budget: Duration = (1..crate::app::MAX_RECEIVES).map(retry_delay).sum();
+        assert!(budget > Duration::from_secs(24 * 3600), "{budget:?}");
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! The notifier Lambda's glue: SQS event in, partial batch response out.
 
-use super::batch::{JobHandler, Record, handle_batch};
+use super::batch::{JobHandler, Record, handle_batch, retry_delay};
 use super::outbox::{Outbox, RelayError};
+use crate::queue::Queue;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Jobs younger than this are left to the request that wrote them.
@@ -38,12 +40,31 @@ pub fn records(event: &SqsEvent) -> Result<Vec<Record>, SqsEventError> {
         .collect()
 }
 
-pub async fn handle_sqs_event(handler: &dyn JobHandler, event: SqsEvent) -> Result<SqsBatchResponse, SqsEventError> {
+/// Runs the batch and reports its failures. Each failed message is first pushed back by
+/// [`retry_delay`] (`ChangeMessageVisibility` on its queue, found by the name in its
+/// `eventSourceARN` among `queues`), so that retries back off instead of coming back after the
+/// queue's fixed visibility timeout.
+pub async fn handle_sqs_event(
+    handler: &dyn JobHandler,
+    queues: &[Arc<dyn Queue>],
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, SqsEventError> {
     let records = records(&event)?;
     let report = handle_batch(handler, &records).await;
     let mut response = SqsBatchResponse::default();
-    for id in report.failed {
-        response.add_failure(id);
+    for (m, r) in event.records.iter().zip(&records) {
+        if !report.failed.contains(&r.message_id) {
+            continue;
+        }
+        let queue_name = m.event_source_arn.as_deref().and_then(|arn| arn.rsplit(':').next());
+        let queue = queues.iter().find(|q| Some(q.name()) == queue_name);
+        if let (Some(queue), Some(receipt)) = (queue, m.receipt_handle.as_deref()) {
+            let after = retry_delay(r.receive_count);
+            if let Err(e) = queue.change_visibility(receipt, after).await {
+                tracing::warn!(message_id = %r.message_id, error = %e, "cannot delay a failed message; it comes back after the queue's visibility timeout");
+            }
+        }
+        response.add_failure(r.message_id.clone());
     }
     Ok(response)
 }
@@ -53,11 +74,12 @@ pub async fn handle_sqs_event(handler: &dyn JobHandler, event: SqsEvent) -> Resu
 pub async fn handle_event(
     handler: &dyn JobHandler,
     outbox: &Outbox,
+    queues: &[Arc<dyn Queue>],
     event: serde_json::Value,
 ) -> Result<serde_json::Value, SqsEventError> {
     if event.get("Records").is_some() {
         let sqs: SqsEvent = serde_json::from_value(event).map_err(|e| SqsEventError::UnknownEvent(e.to_string()))?;
-        let response = handle_sqs_event(handler, sqs).await?;
+        let response = handle_sqs_event(handler, queues, sqs).await?;
         return serde_json::to_value(response).map_err(|e| SqsEventError::UnknownEvent(e.to_string()));
     }
     if event.get("detail-type").and_then(|d| d.as_str()) == Some("Scheduled Event") {
@@ -75,6 +97,38 @@ mod tests {
 
     struct FailBody(&'static str);
 
+    /// Records the visibility changes it is asked for.
+    #[derive(Default)]
+    struct Recorder {
+        delayed: std::sync::Mutex<Vec<(String, Duration)>>,
+    }
+
+    #[async_trait]
+    impl Queue for Recorder {
+        fn kind(&self) -> crate::queue::QueueKind {
+            crate::queue::QueueKind::Fifo
+        }
+        fn name(&self) -> &str {
+            "klaxon-notify.fifo"
+        }
+        async fn send(&self, _m: crate::queue::OutgoingMessage) -> Result<(), crate::queue::QueueError> {
+            Ok(())
+        }
+        async fn receive(
+            &self,
+            _o: crate::queue::ReceiveOptions,
+        ) -> Result<Vec<crate::queue::ReceivedMessage>, crate::queue::QueueError> {
+            Ok(vec![])
+        }
+        async fn delete(&self, _r: &str) -> Result<(), crate::queue::QueueError> {
+            Ok(())
+        }
+        async fn change_visibility(&self, r: &str, after: Duration) -> Result<(), crate::queue::QueueError> {
+            self.delayed.lock().unwrap().push((r.to_string(), after));
+            Ok(())
+        }
+    }
+
     #[async_trait]
     impl JobHandler for FailBody {
         async fn handle(&self, r: &Record) -> Result<(), JobError> {
@@ -91,11 +145,21 @@ mod tests {
         assert_eq!(recs[0].group_id.as_deref(), Some("ALR-1"));
         assert_eq!(recs[1].receive_count, 2);
         let fail_second = FailBody(recs[1].body.clone().leak());
-        let response = handle_sqs_event(&fail_second, event).await.unwrap();
+        let queue = Arc::new(Recorder::default());
+        let response = handle_sqs_event(&fail_second, &[queue.clone() as Arc<dyn Queue>], event).await.unwrap();
         let json = serde_json::to_value(&response).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-2"}, {"itemIdentifier": "m-3"}]})
+        );
+        let delayed = queue.delayed.lock().unwrap().clone();
+        assert_eq!(
+            delayed,
+            [
+                ("AQEB-receipt-2".to_string(), retry_delay(2)),
+                ("AQEB-receipt-3".to_string(), retry_delay(recs[2].receive_count))
+            ],
+            "failed messages are pushed back by the backoff, on the queue their ARN names"
         );
     }
 
@@ -103,7 +167,7 @@ mod tests {
     async fn a_record_without_message_id_fails_the_invocation() {
         let mut event: SqsEvent = serde_json::from_str(FIFO_EVENT).unwrap();
         event.records[1].message_id = None;
-        let err = handle_sqs_event(&FailBody("none"), event).await.unwrap_err();
+        let err = handle_sqs_event(&FailBody("none"), &[], event).await.unwrap_err();
         assert!(matches!(err, SqsEventError::MissingMessageId { index: 1 }));
     }
 }

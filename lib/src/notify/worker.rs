@@ -2,7 +2,7 @@
 //! succeeded. Failed messages stay invisible until their visibility timeout and come back, as
 //! they would on SQS.
 
-use super::batch::{JobHandler, Record, handle_batch};
+use super::batch::{JobHandler, Record, handle_batch, retry_delay};
 use crate::queue::{Queue, ReceiveOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,14 @@ impl Worker {
                 })
                 .collect();
             let report = handle_batch(self.handler.as_ref(), &records).await;
-            for m in messages.iter().filter(|m| !report.failed.contains(&m.message_id)) {
-                if let Err(e) = self.queue.delete(&m.receipt).await {
+            for m in &messages {
+                if report.failed.contains(&m.message_id) {
+                    // Back off: the next try waits longer each time (see retry_delay).
+                    let after = retry_delay(m.receive_count);
+                    if let Err(e) = self.queue.change_visibility(&m.receipt, after).await {
+                        tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot delay a failed message; it comes back after the visibility timeout");
+                    }
+                } else if let Err(e) = self.queue.delete(&m.receipt).await {
                     // The job was done; it will come back and be skipped by its delivery record.
                     tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot delete a finished message");
                 }

@@ -106,6 +106,9 @@ pub enum QueueError {
 pub trait Queue: Send + Sync {
     fn kind(&self) -> QueueKind;
 
+    /// The queue's name (an SQS queue's is the last part of its URL and of its ARN).
+    fn name(&self) -> &str;
+
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError>;
 
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>, QueueError>;
@@ -113,7 +116,15 @@ pub trait Queue: Send + Sync {
     /// Deletes a received message. A receipt that no longer matches (the message was already
     /// deleted) is not an error: deletes must be safe to retry.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+
+    /// Makes a received message visible again `after` from now (SQS `ChangeMessageVisibility`,
+    /// at most 12 hours): how a consumer backs off before the next try. A receipt that no
+    /// longer matches is not an error.
+    async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError>;
 }
+
+/// SQS's limit for a visibility timeout.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 /// The rules both adapters apply before sending, so that they refuse the same messages.
 pub(crate) fn validate_send(kind: QueueKind, m: &OutgoingMessage) -> Result<(), QueueError> {

@@ -2,8 +2,8 @@
 //! per-message delay, visibility timeout, receive counts, dead-lettering).
 
 use super::{
-    DEDUP_WINDOW, OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage, validate_receive,
-    validate_send,
+    DEDUP_WINDOW, MAX_VISIBILITY, OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage,
+    validate_receive, validate_send,
 };
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
@@ -25,12 +25,16 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     receipt TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (queue, visible_at);
+-- Receives walk a FIFO queue in send order and stop after a batch.
+CREATE INDEX IF NOT EXISTS queue_messages_order ON queue_messages (queue, seq);
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue TEXT NOT NULL,
     dedup_id TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 ) WITHOUT ROWID;
+-- Every send purges expired deduplication ids; without this it scans them all.
+CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at);
 ";
 
 /// How often a waiting receive looks again when nothing in this process has sent.
@@ -163,6 +167,10 @@ impl Queue for SqliteQueue {
         self.kind
     }
 
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
         validate_send(self.kind, &message)?;
         let name = self.name.clone();
@@ -227,6 +235,20 @@ impl Queue for SqliteQueue {
         self.db
             .run(move |tx| {
                 tx.execute("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2", params![name, receipt])
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
+        let (name, receipt) = (self.name.clone(), receipt.to_string());
+        let visible_at = now_ms().saturating_add(ms(after.min(MAX_VISIBILITY)));
+        self.db
+            .run(move |tx| {
+                tx.execute(
+                    "UPDATE queue_messages SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3",
+                    params![visible_at, name, receipt],
+                )
             })
             .await?;
         Ok(())

@@ -86,6 +86,10 @@ impl Queue for SqsQueue {
         self.kind
     }
 
+    fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or_default()
+    }
+
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
         validate_send(self.kind, &message)?;
         let mut req = self
@@ -144,6 +148,26 @@ impl Queue for SqsQueue {
                 use aws_sdk_sqs::operation::delete_message::DeleteMessageError as E;
                 // A receipt for a message that is already gone is fine: deletes are retried.
                 if matches!(e.as_service_error(), Some(E::ReceiptHandleIsInvalid(_))) {
+                    return Ok(());
+                }
+                Err(backend(e))
+            }
+        }
+    }
+
+    async fn change_visibility(&self, receipt: &str, after: std::time::Duration) -> Result<(), QueueError> {
+        let secs = after.min(super::MAX_VISIBILITY).as_secs() as i32;
+        let req = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs);
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError as E;
+                if matches!(e.as_service_error(), Some(E::ReceiptHandleIsInvalid(_) | E::MessageNotInflight(_))) {
                     return Ok(());
                 }
                 Err(backend(e))
