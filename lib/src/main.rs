@@ -28,6 +28,18 @@ enum Command {
         #[arg(long, env = "KLAXON_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Check every destination in the configuration: the bot, each bot channel, each incoming
+    /// webhook (with a clearly marked test post). Exits non-zero when any fails.
+    TestConnection {
+        #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    },
+    /// List the channels the bot is a member of (team, name, id, public or private), to fill in
+    /// channel_id in klaxon.toml.
+    Channels {
+        #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -71,6 +83,48 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("klaxon serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::TestConnection { config } => {
+            let config = match klaxon::serve::load_config(config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let checks = klaxon::notify::connection::test_connection(&config).await;
+            for c in &checks {
+                println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.line);
+            }
+            if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Channels { config } => {
+            let config = match klaxon::serve::load_config(config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match klaxon::notify::connection::list_channels(&config).await {
+                Ok(rows) => {
+                    println!("{:<20} {:<30} {:<26} type", "team", "channel", "channel_id");
+                    for r in rows {
+                        println!(
+                            "{:<20} {:<30} {:<26} {}",
+                            r.team,
+                            r.name,
+                            r.id,
+                            if r.private { "private" } else { "public" }
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
                     ExitCode::FAILURE
                 }
             }

@@ -91,6 +91,9 @@ impl FakeMattermost {
             .route("/api/v4/posts/{id}", put(update_post))
             .route("/api/v4/posts/{id}/patch", put(patch_post))
             .route("/api/v4/channels/{id}/posts", get(channel_posts))
+            .route("/api/v4/channels/{id}/members/me", get(membership))
+            .route("/api/v4/users/me/teams", get(teams))
+            .route("/api/v4/users/me/teams/{team}/channels", get(team_channels))
             .route("/hooks/{id}", post(webhook))
             .with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Mattermost");
@@ -345,6 +348,46 @@ async fn channel_posts(
     order.reverse();
     let posts: serde_json::Map<String, Value> = order.iter().map(|id| (id.clone(), w.posts[id].clone())).collect();
     Json(json!({"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})).into_response()
+}
+
+async fn membership(State(world): State<Shared>, Path(channel): Path<String>, headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    let w = world.lock().expect("fake lock");
+    if !w.members.contains(&channel) {
+        return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
+    }
+    Json(json!({"channel_id": channel, "user_id": BOT_USER_ID, "roles": "channel_user"})).into_response()
+}
+
+pub const TEAM_ID: &str = "t3amt3amt3amt3amt3amt3amt3";
+
+async fn teams(headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    Json(json!([{"id": TEAM_ID, "name": "acme", "display_name": "Acme", "type": "O"}])).into_response()
+}
+
+async fn team_channels(State(world): State<Shared>, Path(team): Path<String>, headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    let w = world.lock().expect("fake lock");
+    let mut channels: Vec<Value> = w
+        .members
+        .iter()
+        .filter(|_| team == TEAM_ID)
+        .map(|id| json!({"id": id, "team_id": TEAM_ID, "name": format!("ch-{}", &id[..6]), "display_name": id, "type": "O"}))
+        .collect();
+    channels.push(
+        json!({"id": "dmdmdmdmdmdmdmdmdmdmdmdmdm", "team_id": "", "name": "a__b", "display_name": "", "type": "D"}),
+    );
+    if channels.len() == 1 {
+        return app_error(404, "app.channel.get_channels.not_found.app_error", "No channels were found.");
+    }
+    Json(Value::Array(channels)).into_response()
 }
 
 async fn webhook(State(world): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {

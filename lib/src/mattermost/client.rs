@@ -2,7 +2,7 @@
 //! "retry later" and "record why and move on".
 
 use super::error::MattermostError;
-use super::types::{AppError, CreatePost, Post, User, WebhookPost};
+use super::types::{AppError, Channel, CreatePost, Post, Team, User, WebhookPost};
 use crate::config::Secret;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -119,6 +119,35 @@ impl Mattermost {
                 p.root_id.is_empty() && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value)
             })
             .cloned())
+    }
+
+    /// Whether the bot is a member of the channel (`GET /api/v4/channels/{id}/members/me`: 200
+    /// a member; 403 not a member, or no such channel).
+    pub async fn is_member(&self, channel_id: &str) -> Result<bool, MattermostError> {
+        let url = self.url(&format!("/api/v4/channels/{channel_id}/members/me"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        match res.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(classify(res, Call { what: "check the bot's membership", channel: Some(channel_id) }).await),
+        }
+    }
+
+    /// The bot's teams (`GET /api/v4/users/me/teams`).
+    pub async fn teams(&self) -> Result<Vec<Team>, MattermostError> {
+        let res = send(self.authed(self.http.get(self.url("/api/v4/users/me/teams")))?).await?;
+        json(res, Call { what: "list the bot's teams", channel: None }).await
+    }
+
+    /// The channels of a team the bot is a member of, DMs and GMs included
+    /// (`GET /api/v4/users/me/teams/{team}/channels`; 404 when there are none).
+    pub async fn channels_in(&self, team_id: &str) -> Result<Vec<Channel>, MattermostError> {
+        let url = self.url(&format!("/api/v4/users/me/teams/{team_id}/channels"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        json(res, Call { what: "list the bot's channels", channel: None }).await
     }
 
     /// Posts through an incoming webhook (`POST /hooks/{id}`, answer `ok`). `url` is the

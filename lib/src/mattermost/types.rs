@@ -84,3 +84,26 @@ pub struct WebhookPost {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Team {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Channel {
+    pub id: String,
+    #[serde(default)]
+    pub team_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// `O` public, `P` private, `D` direct, `G` group.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod card;
+pub mod connection;
 pub mod job;
 pub mod lambda;
 pub mod notifier;
