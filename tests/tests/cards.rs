@@ -64,10 +64,15 @@ struct Rig {
 }
 
 async fn rig(factory: impl AsyncFnOnce(&str) -> Option<TestApp>) -> Option<Rig> {
+    rig_with(factory, "").await
+}
+
+/// A rig whose configuration has `extra` appended (more routes).
+async fn rig_with(factory: impl AsyncFnOnce(&str) -> Option<TestApp>, extra: &str) -> Option<Rig> {
     let bot = FakeMattermost::start().await;
     let hooks = FakeMattermost::start().await; // another server than the bot's
     bot.add_bot_to(OPS);
-    let app = factory(&config(&bot, &hooks)).await?;
+    let app = factory(&format!("{}{extra}", config(&bot, &hooks))).await?;
     Some(Rig { app, bot, hooks })
 }
 
@@ -502,4 +507,40 @@ async fn two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert
     let text = answer["ephemeral_text"].as_str().unwrap();
     assert!(text.starts_with("Nothing changed: cannot resolve alert ALR-1: it is resolved (by @bob)"), "{text}");
     assert_eq!(field(&answer["update"], "Status"), "Resolved", "the stale card is refreshed");
+}
+
+/// Resolutions of freezer alerts go to the lab webhook: the card in ops is still updated, the
+/// lab channel gets its own post, and the card's thread gets no reply for it.
+const RESOLVED_TO_LAB: &str =
+    "[[routing.routes]]\nevents = [\"alert.resolved\"]\nsources = [\"freezer\"]\nchannel = \"lab\"\n";
+
+async fn an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    rig.chat("c2", "alice", "#alert resolve ALR-1").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(field(&card, "Status"), "Resolved", "the card is still updated");
+    let replies: Vec<String> = rig
+        .bot
+        .replies_to(card["id"].as_str().unwrap())
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replies, ["Acknowledged by bob."], "the resolution went to its own channel");
+    let lab = rig.hooks.webhook_posts("lab-hook");
+    assert_eq!(lab.len(), 1, "{lab:#?}");
+    assert!(lab[0]["text"].as_str().unwrap().ends_with("Resolved by alice."), "{}", lab[0]["text"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel() {
+    let Some(rig) = rig_with(klaxon_tests::embedded_app, RESOLVED_TO_LAB).await else { return };
+    an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel(rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel() {
+    let Some(rig) = rig_with(klaxon_tests::aws_app, RESOLVED_TO_LAB).await else { return };
+    an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel(rig).await;
 }

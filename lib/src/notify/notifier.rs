@@ -143,8 +143,22 @@ impl Notifier {
             let why = format!("channel {channel} is not defined in [channels]");
             return self.not_delivered(job, Some(channel), why).await;
         };
+        // The card lives where the alert's trigger is routed. An event routed elsewhere still
+        // brings the card up to date, and gets a post of its own in its channel.
+        let card_channel = self.card_channel(&alert);
+        let card_here = card_channel.as_ref().is_some_and(|(name, _)| name == &channel);
+        if let Some((_, card_id)) = card_channel.as_ref().filter(|_| !card_here) {
+            match self.bot_card(mm, job, &alert, card_id, false).await {
+                Ok(_) => {}
+                Err(Failure::Transient(why)) => return Err(JobError::Transient(why)),
+                Err(Failure::Permanent(why)) => {
+                    tracing::warn!(alert_id = %alert.id, reason = %why, "the alert's card could not be updated");
+                }
+            }
+        }
         let outcome = match (&dest.channel_id, &dest.webhook) {
-            (Some(channel_id), _) => self.bot_card(mm, job, &alert, channel_id).await,
+            (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, true).await,
+            (Some(channel_id), _) => self.own_post(mm, job, &alert, channel_id).await,
             (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
             (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
         };
@@ -172,14 +186,47 @@ impl Notifier {
         Ok(())
     }
 
-    /// Bot mode: make sure the card exists and shows the alert's latest state, then add the
-    /// event's thread reply. Returns the post the job produced (the reply, or the card).
+    /// The bot channel (name, id) the alert's card lives in: where its `alert.triggered` is routed.
+    fn card_channel(&self, alert: &Alert) -> Option<(String, String)> {
+        let facts = EventFacts { event: "alert.triggered", source: Some(&alert.source), urgency: Some(alert.urgency) };
+        let name = destination(&self.config, &facts).ok()?;
+        let id = self.config.channels.get(name)?.channel_id.clone()?;
+        Some((name.to_string(), id))
+    }
+
+    /// A post of its own for an event routed to another bot channel than the card's.
+    async fn own_post(
+        &self,
+        mm: &Mattermost,
+        job: &NotifyJob,
+        alert: &Alert,
+        channel_id: &str,
+    ) -> Result<String, Failure> {
+        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
+        let message = match card::thread_reply(&job.event, alert) {
+            Some(reply) => format!("{message}\n{reply}"),
+            None => message,
+        };
+        let post = CreatePost {
+            channel_id: channel_id.to_string(),
+            message,
+            root_id: String::new(),
+            props: card::props(alert, &attachment),
+            pending_post_id: format!("klaxon-{}-{channel_id}", job.job_id),
+        };
+        Ok(with_retries(|| mm.create_post(&post)).await?.id)
+    }
+
+    /// Bot mode: make sure the card exists and shows the alert's latest state, then (with
+    /// `reply`) add the event's thread reply. Returns the post the job produced (the reply, or
+    /// the card).
     async fn bot_card(
         &self,
         mm: &Mattermost,
         job: &NotifyJob,
         alert: &Alert,
         channel_id: &str,
+        reply: bool,
     ) -> Result<String, Failure> {
         let mut card = self.ensure_card(mm, alert, channel_id).await?;
         let post_id = card.value.post_id.clone().unwrap_or_default();
@@ -195,7 +242,7 @@ impl Notifier {
                 Err(e) => return Err(e.into()),
             }
         }
-        let Some(text) = card::thread_reply(&job.event, alert) else { return Ok(post_id) };
+        let Some(text) = card::thread_reply(&job.event, alert).filter(|_| reply) else { return Ok(post_id) };
         let reply = CreatePost {
             channel_id: card.value.channel_id.clone(),
             message: text,
