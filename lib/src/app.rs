@@ -37,6 +37,9 @@ pub struct AppState {
     pub storage: StorageDescription,
     /// Serialises intake work on one alert within this process.
     pub alert_locks: Arc<KeyLocks>,
+    /// The bot's user id as Mattermost told it, with the fingerprint of the token it was asked
+    /// with (a new token in a pushed configuration asks again).
+    pub bot_identity: Arc<tokio::sync::Mutex<Option<(String, String)>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +92,36 @@ impl AppState {
         Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }
 
+    /// The bot's user id, for loop protection: `mattermost.bot_user_id`, or else Mattermost's
+    /// answer to `GET /api/v4/users/me`, asked once per token. `None` without a bot, or when
+    /// Mattermost cannot be asked now (then it cannot take the bot's posts either).
+    pub async fn bot_user_id(&self) -> Option<String> {
+        use sha2::Digest;
+        let mm = self.config.mattermost.as_ref()?;
+        if let Some(id) = &mm.bot_user_id {
+            return Some(id.clone());
+        }
+        let token = mm.bot_token.as_ref()?;
+        let fingerprint: String =
+            sha2::Sha256::digest(token.expose().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let mut cached = self.bot_identity.lock().await;
+        if let Some((f, id)) = cached.as_ref()
+            && *f == fingerprint
+        {
+            return Some(id.clone());
+        }
+        match crate::mattermost::Mattermost::new(mm.url.clone(), Some(token.clone())).me().await {
+            Ok(me) => {
+                *cached = Some((fingerprint, me.id.clone()));
+                Some(me.id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask Mattermost for the bot's user id; set mattermost.bot_user_id to avoid the call");
+                None
+            }
+        }
+    }
+
     /// The cards' buttons, when `server.public_url` and `server.signing_secret` are set.
     pub fn buttons(&self) -> Option<crate::notify::card::Buttons> {
         let server = &self.config.server;
@@ -137,6 +170,7 @@ impl AppState {
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
             alert_locks: Arc::default(),
+            bot_identity: Arc::default(),
         })
     }
 
@@ -163,6 +197,7 @@ impl AppState {
             timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
             storage: StorageDescription::Aws { table },
             alert_locks: Arc::default(),
+            bot_identity: Arc::default(),
         }
     }
 }

@@ -229,7 +229,8 @@ macro_rules! all_cases {
             webhook_destinations_get_one_post_per_event_on_their_own_server,
             a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply,
             forged_altered_foreign_and_expired_buttons_change_nothing,
-            two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so);
+            two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so,
+            without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once);
     };
 }
 
@@ -543,4 +544,21 @@ async fn sqlite_an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_
 async fn aws_an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel() {
     let Some(rig) = rig_with(klaxon_tests::aws_app, RESOLVED_TO_LAB).await else { return };
     an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel(rig).await;
+}
+
+async fn without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once(rig: Rig) {
+    let mut state = rig.app.state.clone();
+    let mut config = (*state.config).clone();
+    if let Some(m) = config.mattermost.as_mut() {
+        m.bot_user_id = None;
+    }
+    state.config = std::sync::Arc::new(config);
+    let rig = Rig { app: TestApp::from_state(state, rig.app), bot: rig.bot, hooks: rig.hooks };
+    for i in 0..3 {
+        let body = rig.chat(&format!("b{i}"), "b0tb0tb0tb0tb0tb0tb0tb0tb0", "#alert ALR-1 resolved by a card").await;
+        assert_eq!(body, serde_json::json!({}), "the bot's own post raises nothing and gets no reply");
+    }
+    assert_eq!(rig.bot.calls("me"), 1, "asked once, then remembered");
+    let body = rig.chat("p1", "alice", "#alert disk full").await;
+    assert_eq!(body["klaxon"]["alert_id"], "ALR-1", "people still raise alerts");
 }

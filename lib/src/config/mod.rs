@@ -90,8 +90,8 @@ pub struct MattermostConfig {
     /// The bot account's access token (REST API v4): needed for buttons, threads, in-place updates
     /// and incident channels.
     pub bot_token: Option<Secret>,
-    /// The bot's user id, for loop protection: posts by it never raise alerts. Required with a
-    /// bot token and a Mattermost source.
+    /// The bot's user id, for loop protection: posts by it never raise alerts. Optional: without
+    /// it Klaxon asks Mattermost (`GET /api/v4/users/me`) once and remembers the answer.
     pub bot_user_id: Option<String>,
     /// The team incident channels are created in.
     pub team_id: Option<String>,

@@ -163,10 +163,10 @@ webhook = "missing"
 }
 
 #[test]
-fn a_bot_with_a_mattermost_source_needs_its_user_id_for_loop_protection() {
+fn the_bots_user_id_is_optional_klaxon_asks_mattermost() {
     let without = EXAMPLE.replace("bot_user_id = \"6zn1q4rd5ibzjgpgxysi5jyrra\"", "");
-    let err = Config::from_toml(&without, "t", &env_all).unwrap_err();
-    assert!(err.to_string().contains("mattermost.bot_user_id: missing"), "{err}");
+    let c = Config::from_toml(&without, "t", &env_all).expect("valid without bot_user_id");
+    assert!(c.mattermost.unwrap().bot_user_id.is_none());
 }
 
 #[test]

@@ -168,14 +168,6 @@ fn mattermost(c: &Config, v: &mut Issues) {
             );
         }
     }
-    if mm.bot_token.is_some() && mm.bot_user_id.is_none() && c.sources.iter().any(|s| s.kind == SourceKind::Mattermost)
-    {
-        v.add(
-            "mattermost.bot_user_id",
-            "missing, so Klaxon cannot recognise its own bot's posts and could raise alerts from them",
-            "set it to the bot's 26-character user id (System Console > Bot Accounts, or GET /api/v4/users/me with the bot token)",
-        );
-    }
     for (name, url) in &mm.webhooks {
         match url::Url::parse(url.expose()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.path().contains("/hooks/") => {}

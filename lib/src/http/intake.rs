@@ -177,8 +177,8 @@ async fn mattermost_intake(
     verify(source, mattermost::token(encoding, &body).as_deref())?;
     let hook = mattermost::parse(encoding, &body).map_err(bad_request)?;
 
-    let bot = state.config.mattermost.as_ref().and_then(|m| m.bot_user_id.as_deref());
-    if bot == Some(hook.user_id.as_str()) || source.ignore_user_ids.contains(&hook.user_id) {
+    let bot = state.bot_user_id().await;
+    if bot.as_deref() == Some(hook.user_id.as_str()) || source.ignore_user_ids.contains(&hook.user_id) {
         tracing::debug!(source = %source.id, "post by an ignored user (or Klaxon's bot); nothing to do");
         // An empty object: Mattermost posts nothing back, so there is no loop.
         return Ok((StatusCode::OK, Json(json!({}))).into_response());
