@@ -40,10 +40,28 @@ enum Command {
         #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
         config: Option<PathBuf>,
     },
+    /// List the notifications Mattermost refused for good, with the reason and the fix; with
+    /// `retry`, send them again once fixed.
+    Deliveries {
+        #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<DeliveriesCommand>,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// Send a failed delivery (by job id), or all of them, again.
+    Retry {
+        job_id: Option<String>,
+        #[arg(long, conflicts_with = "job_id")]
+        all: bool,
     },
 }
 
@@ -128,6 +146,63 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Deliveries { config, command } => {
+            let state = match klaxon::serve::load_config(config.as_deref()) {
+                Ok((c, _)) => klaxon::app::AppState::from_config(c).await,
+                Err(e) => Err(e),
+            };
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let deliveries = state.deliveries();
+            let failed = match klaxon::notify::retry::list(&deliveries).await {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("cannot read the failed deliveries: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ids: Vec<String> = match command {
+                None => {
+                    if failed.is_empty() {
+                        println!("no failed deliveries");
+                    }
+                    for f in &failed {
+                        println!(
+                            "{}  {}  {}  {}",
+                            f.job.id(),
+                            f.at.strftime("%Y-%m-%d %H:%M:%S"),
+                            f.channel.as_deref().unwrap_or("-"),
+                            f.reason
+                        );
+                    }
+                    return ExitCode::SUCCESS;
+                }
+                Some(DeliveriesCommand::Retry { job_id: Some(id), .. }) => vec![id],
+                Some(DeliveriesCommand::Retry { all: true, .. }) => {
+                    failed.iter().map(|f| f.job.id().to_string()).collect()
+                }
+                Some(DeliveriesCommand::Retry { .. }) => {
+                    eprintln!("name a job id (see `klaxon deliveries`), or --all");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut code = ExitCode::SUCCESS;
+            for id in ids {
+                match klaxon::notify::retry::retry(&deliveries, state.notify_queue.as_ref(), &id).await {
+                    Ok(()) => println!("queued {id} again"),
+                    Err(e) => {
+                        eprintln!("{id}: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
         }
         Command::Config { command: ConfigCommand::Push { file, table, put_secrets, prefix } } => {
             let text = match std::fs::read_to_string(&file) {

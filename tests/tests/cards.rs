@@ -230,7 +230,8 @@ macro_rules! all_cases {
             a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply,
             forged_altered_foreign_and_expired_buttons_change_nothing,
             two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so,
-            without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once);
+            without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once,
+            a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry);
     };
 }
 
@@ -363,7 +364,7 @@ async fn a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_t
     assert!(rig.notify().await.is_empty(), "a permanent failure finishes the job");
     let record = rig.app.state.deliveries().get("ALR-1#0000000001").await.unwrap().unwrap();
     match record.delivery {
-        Delivery::NotDelivered { reason, .. } => assert!(reason.contains("add the bot to the channel"), "{reason}"),
+        Delivery::Failed { reason, .. } => assert!(reason.contains("add the bot to the channel"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert!(rig.app.state.store.get("card#ALR-1", "card").await.unwrap().is_none(), "the claim was released");
@@ -412,7 +413,7 @@ async fn webhook_destinations_get_one_post_per_event_on_their_own_server(rig: Ri
     assert!(rig.notify().await.is_empty(), "501 is permanent");
     let record = rig.app.state.deliveries().get("ALR-1#0000000003").await.unwrap().unwrap();
     assert!(
-        matches!(record.delivery, Delivery::NotDelivered { ref reason, .. } if reason.contains("disabled")),
+        matches!(record.delivery, Delivery::Failed { ref reason, .. } if reason.contains("disabled")),
         "{record:?}"
     );
 }
@@ -561,4 +562,34 @@ async fn without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_matterm
     assert_eq!(rig.bot.calls("me"), 1, "asked once, then remembered");
     let body = rig.chat("p1", "alice", "#alert disk full").await;
     assert_eq!(body["klaxon"]["alert_id"], "ALR-1", "people still raise alerts");
+}
+
+async fn a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry(rig: Rig) {
+    rig.hooks.disable_webhooks();
+    rig.particle("lab", "event=ALERT&coreid=probe&published_at=t0").await;
+    assert!(rig.notify().await.is_empty(), "a permanent failure finishes the job");
+    let deliveries = rig.app.state.deliveries();
+    let failed = klaxon::notify::retry::list(&deliveries).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].job.id(), failed[0].channel.as_deref()), ("ALR-1#0000000001", Some("lab")));
+    assert!(failed[0].reason.contains("incoming webhooks are disabled"), "{}", failed[0].reason);
+
+    let err = klaxon::notify::retry::retry(&deliveries, rig.app.state.notify_queue.as_ref(), "ALR-9#0000000001").await;
+    assert!(err.unwrap_err().to_string().contains("no failed delivery"));
+
+    // The admin enables webhooks again; the retry goes through, once.
+    let hooks = FakeMattermost::start().await;
+    let mut state = rig.app.state.clone();
+    let mut config = (*state.config).clone();
+    if let Some(m) = config.mattermost.as_mut() {
+        m.webhooks.insert("lab".into(), klaxon::config::Secret::new(hooks.webhook("lab-hook")));
+    }
+    state.config = std::sync::Arc::new(config);
+    let rig = Rig { app: TestApp::from_state(state, rig.app), bot: rig.bot, hooks };
+    klaxon::notify::retry::retry(&deliveries, rig.app.state.notify_queue.as_ref(), "ALR-1#0000000001").await.unwrap();
+    assert!(rig.notify().await.is_empty());
+    assert_eq!(rig.hooks.webhook_posts("lab-hook").len(), 1);
+    assert!(klaxon::notify::retry::list(&deliveries).await.unwrap().is_empty(), "no longer listed");
+    let record = deliveries.get("ALR-1#0000000001").await.unwrap().unwrap();
+    assert!(matches!(record.delivery, Delivery::Posted { .. }), "{record:?}");
 }

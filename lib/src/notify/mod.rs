@@ -9,6 +9,7 @@ pub mod job;
 pub mod lambda;
 pub mod notifier;
 pub mod outbox;
+pub mod retry;
 pub mod routing;
 pub mod worker;
 

@@ -170,7 +170,11 @@ impl Notifier {
                 Ok(())
             }
             Err(Failure::Transient(why)) => Err(JobError::Transient(why)),
-            Err(Failure::Permanent(why)) => self.not_delivered(job, Some(channel), why).await,
+            Err(Failure::Permanent(why)) => {
+                tracing::error!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = %channel, reason = %why, "notification FAILED; `klaxon deliveries retry` sends it again once fixed");
+                self.deliveries.record_failure(&Job::Notify(job.clone()), Some(channel), why).await?;
+                Ok(())
+            }
         }
     }
 

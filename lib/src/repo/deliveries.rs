@@ -1,7 +1,8 @@
 //! What the notifier did with each job, keyed by job id, so a redelivered job is not posted twice.
 
-use super::{RepoError, encode};
-use crate::store::{Condition, Item, Store};
+use super::{RepoError, decode, encode};
+use crate::notify::Job;
+use crate::store::{Condition, Item, Store, Write};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -17,6 +18,9 @@ pub enum Delivery {
     Posted { channel: String, post_id: String },
     /// Deliberately not posted, and why (no route, no Mattermost configured, ...).
     NotDelivered { channel: Option<String>, reason: String },
+    /// Mattermost refused it for good (bad token, bot not in the channel, ...): the admin's fix.
+    /// Listed by `klaxon deliveries` and sent again by `klaxon deliveries retry`.
+    Failed { channel: Option<String>, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,5 +63,71 @@ impl DeliveryRepo {
             Err(e) if e.is_condition_failed() => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The index of failed deliveries: pk `failed-delivery`, sk job id, the job itself in the data,
+/// so that `klaxon deliveries retry` can send it again.
+const FAILED_PK: &str = "failed-delivery";
+
+/// One failed delivery, as `klaxon deliveries` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedDelivery {
+    pub job: Job,
+    pub at: Timestamp,
+    pub channel: Option<String>,
+    pub reason: String,
+}
+
+impl DeliveryRepo {
+    /// Records a failure of `job` for good, and lists it among the failed deliveries, in one
+    /// transaction. Returns `false` when the job was recorded before.
+    pub async fn record_failure(&self, job: &Job, channel: Option<String>, reason: String) -> Result<bool, RepoError> {
+        let at = Timestamp::now();
+        let expires = at.as_second() + RETENTION_SECS;
+        let record = DeliveryRecord {
+            job_id: job.id().to_string(),
+            at,
+            delivery: Delivery::Failed { channel: channel.clone(), reason: reason.clone() },
+        };
+        let failed = FailedDelivery { job: job.clone(), at, channel, reason };
+        let writes = vec![
+            Write::Put {
+                item: Item::new(pk(job.id()), "delivery", encode(&record)).expiring_at(expires),
+                condition: Condition::Absent,
+            },
+            Write::Put {
+                item: Item::new(FAILED_PK, job.id(), encode(&failed)).expiring_at(expires),
+                condition: Condition::None,
+            },
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_condition_failed() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Failed deliveries, oldest job id first, at most `limit`.
+    pub async fn failed(&self, limit: usize) -> Result<Vec<FailedDelivery>, RepoError> {
+        let items = self.store.query_prefix(FAILED_PK, "", Some(limit)).await?;
+        items
+            .iter()
+            .map(|i| decode::<FailedDelivery>(i, &format!("failed delivery {}", i.sk)).map(|v| v.value))
+            .collect()
+    }
+
+    /// Makes a failed job deliverable again and returns it, for the caller to queue: its
+    /// delivery record goes (so the notifier does not skip it); its entry in the failed list
+    /// stays until [`DeliveryRepo::forget_failure`], so a crash in between loses nothing.
+    pub async fn reopen(&self, job_id: &str) -> Result<Option<Job>, RepoError> {
+        let Some(item) = self.store.get(FAILED_PK, job_id).await? else { return Ok(None) };
+        let failed: FailedDelivery = decode(&item, &format!("failed delivery {job_id}"))?.value;
+        self.store.delete(&pk(job_id), "delivery", Condition::None).await?;
+        Ok(Some(failed.job))
+    }
+
+    pub async fn forget_failure(&self, job_id: &str) -> Result<(), RepoError> {
+        Ok(self.store.delete(FAILED_PK, job_id, Condition::None).await?)
     }
 }
