@@ -49,6 +49,8 @@ struct World {
     faults: HashMap<&'static str, VecDeque<Fault>>,
     calls: HashMap<&'static str, usize>,
     next_id: u64,
+    /// Root posts created, all channels (cheap to read while a benchmark polls).
+    roots: usize,
 }
 
 #[derive(Clone)]
@@ -137,6 +139,11 @@ impl FakeMattermost {
 
     pub fn calls(&self, route: &'static str) -> usize {
         self.with(|w| w.calls.get(route).copied().unwrap_or(0))
+    }
+
+    /// How many root posts were created, in all channels.
+    pub fn root_count(&self) -> usize {
+        self.with(|w| w.roots)
     }
 
     /// Root posts in a channel, oldest first.
@@ -251,6 +258,9 @@ async fn create_post(State(world): State<Shared>, headers: HeaderMap, body: Byte
     });
     w.posts.insert(id.clone(), post.clone());
     w.order.push(id.clone());
+    if root.is_empty() {
+        w.roots += 1;
+    }
     if !pending.is_empty() {
         w.pending.insert(pending, (id, Instant::now()));
     }

@@ -14,7 +14,7 @@ const OPS: &str = "0psch4nnel0psch4nnel0psch4";
 const KEY: &str = "particle-key-0123456789";
 
 async fn wait_for_cards(fake: &FakeMattermost, n: usize) {
-    while fake.roots_in(OPS).len() < n {
+    while fake.root_count() < n {
         tokio::time::sleep(Duration::from_micros(100)).await;
     }
 }
