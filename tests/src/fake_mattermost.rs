@@ -93,6 +93,7 @@ impl FakeMattermost {
             .route("/api/v4/posts/{id}", put(update_post))
             .route("/api/v4/posts/{id}/patch", put(patch_post))
             .route("/api/v4/channels/{id}/posts", get(channel_posts))
+            .route("/api/v4/posts/{id}/thread", get(thread))
             .route("/api/v4/channels/{id}/members/me", get(membership))
             .route("/api/v4/users/me/teams", get(teams))
             .route("/api/v4/users/me/teams/{team}/channels", get(team_channels))
@@ -358,6 +359,23 @@ async fn channel_posts(
     order.reverse();
     let posts: serde_json::Map<String, Value> = order.iter().map(|id| (id.clone(), w.posts[id].clone())).collect();
     Json(json!({"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})).into_response()
+}
+
+async fn thread(State(world): State<Shared>, Path(root): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = before(&world, "thread").await {
+        return r;
+    }
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    let w = world.lock().expect("fake lock");
+    if !w.posts.contains_key(&root) {
+        return app_error(404, "app.post.get.app_error", "Unable to get the post.");
+    }
+    let ids: Vec<String> =
+        w.order.iter().filter(|id| **id == root || w.posts[*id]["root_id"] == root.as_str()).cloned().collect();
+    let posts: serde_json::Map<String, Value> = ids.iter().map(|id| (id.clone(), w.posts[id].clone())).collect();
+    Json(json!({"order": ids, "posts": posts, "next_post_id": "", "prev_post_id": ""})).into_response()
 }
 
 async fn membership(State(world): State<Shared>, Path(channel): Path<String>, headers: HeaderMap) -> Response {

@@ -231,7 +231,8 @@ macro_rules! all_cases {
             forged_altered_foreign_and_expired_buttons_change_nothing,
             two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so,
             without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once,
-            a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry);
+            a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry,
+            a_reply_posted_before_a_lost_record_is_found_again_not_doubled);
     };
 }
 
@@ -592,4 +593,34 @@ async fn a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry(rig: R
     assert!(klaxon::notify::retry::list(&deliveries).await.unwrap().is_empty(), "no longer listed");
     let record = deliveries.get("ALR-1#0000000001").await.unwrap().unwrap();
     assert!(matches!(record.delivery, Delivery::Posted { .. }), "{record:?}");
+}
+
+/// The reply was posted, then the delivery record could not be written, and the job came back
+/// from the queue after Mattermost had forgotten its pending_post_id: the reply is found in the
+/// thread by its job id, not posted twice.
+async fn a_reply_posted_before_a_lost_record_is_found_again_not_doubled(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    assert!(rig.notify().await.is_empty());
+    let root = rig.card()["id"].as_str().unwrap().to_string();
+    assert_eq!(rig.bot.replies_to(&root).len(), 1);
+    rig.app.state.store.delete("delivery#ALR-1#0000000002", "delivery", klaxon::store::Condition::None).await.unwrap();
+    rig.bot.remember_pending_for(None);
+    let job = klaxon::notify::Job::Notify(klaxon::notify::NotifyJob {
+        job_id: "ALR-1#0000000002".into(),
+        event: "alert.acknowledged".into(),
+        subject: klaxon::notify::Subject::Alert { id: "ALR-1".into() },
+        at: jiff::Timestamp::now(),
+    });
+    let record = Record {
+        message_id: "m".into(),
+        body: job.to_message().body,
+        group_id: Some("ALR-1".into()),
+        receive_count: 2,
+    };
+    rig.app.state.notifier().handle(&record).await.unwrap();
+    assert_eq!(rig.bot.replies_to(&root).len(), 1, "found, not doubled");
+    assert_eq!(rig.bot.calls("thread"), 1);
+    let delivered = rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().unwrap();
+    assert!(matches!(delivered.delivery, Delivery::Posted { .. }));
 }

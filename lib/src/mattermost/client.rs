@@ -121,6 +121,23 @@ impl Mattermost {
             .cloned())
     }
 
+    /// The bot's reply in the thread of `root_id` whose props carry `key` = `value`
+    /// (`GET /api/v4/posts/{id}/thread`).
+    pub async fn find_reply(&self, root_id: &str, key: &str, value: &str) -> Result<Option<Post>, MattermostError> {
+        #[derive(serde::Deserialize)]
+        struct PostList {
+            #[serde(default)]
+            posts: std::collections::HashMap<String, Post>,
+        }
+        let me = self.me().await?;
+        let url = self.url(&format!("/api/v4/posts/{root_id}/thread"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        let list: PostList = json(res, Call { what: "look for a reply in the card's thread", channel: None }).await?;
+        Ok(list.posts.into_values().find(|p| {
+            p.root_id == root_id && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value)
+        }))
+    }
+
     /// Whether the bot is a member of the channel (`GET /api/v4/channels/{id}/members/me`: 200
     /// a member; 403 not a member, or no such channel).
     pub async fn is_member(&self, channel_id: &str) -> Result<bool, MattermostError> {

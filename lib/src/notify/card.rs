@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 pub const CARD_DETAILS_CHARS: usize = 3_000;
 /// The props key that marks a post as an alert's card (found again after a crash).
 pub const ALERT_PROP: &str = "klaxon_alert_id";
+/// The props key that marks a thread reply with the job that posted it (found again on a retry).
+pub const JOB_PROP: &str = "klaxon_job_id";
 
 /// Breaks every mention in `text`: `@` followed by a zero-width space renders the same and
 /// notifies nobody.

@@ -112,7 +112,8 @@ impl Notifier {
         Notifier { config, alerts, deliveries, cards, mattermost, buttons }
     }
 
-    async fn notify(&self, job: &NotifyJob) -> Result<(), JobError> {
+    /// `retried`: the job was received before (a previous attempt may have posted its reply).
+    async fn notify(&self, job: &NotifyJob, retried: bool) -> Result<(), JobError> {
         if self.deliveries.get(&job.job_id).await?.is_some() {
             tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
             return Ok(());
@@ -148,7 +149,7 @@ impl Notifier {
         let card_channel = self.card_channel(&alert);
         let card_here = card_channel.as_ref().is_some_and(|(name, _)| name == &channel);
         if let Some((_, card_id)) = card_channel.as_ref().filter(|_| !card_here) {
-            match self.bot_card(mm, job, &alert, card_id, false).await {
+            match self.bot_card(mm, job, &alert, card_id, None).await {
                 Ok(_) => {}
                 Err(Failure::Transient(why)) => return Err(JobError::Transient(why)),
                 Err(Failure::Permanent(why)) => {
@@ -157,7 +158,7 @@ impl Notifier {
             }
         }
         let outcome = match (&dest.channel_id, &dest.webhook) {
-            (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, true).await,
+            (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, Some(retried)).await,
             (Some(channel_id), _) => self.own_post(mm, job, &alert, channel_id).await,
             (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
             (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
@@ -222,15 +223,15 @@ impl Notifier {
     }
 
     /// Bot mode: make sure the card exists and shows the alert's latest state, then (with
-    /// `reply`) add the event's thread reply. Returns the post the job produced (the reply, or
-    /// the card).
+    /// `reply`: whether this job was tried before) add the event's thread reply. Returns the post
+    /// the job produced (the reply, or the card).
     async fn bot_card(
         &self,
         mm: &Mattermost,
         job: &NotifyJob,
         alert: &Alert,
         channel_id: &str,
-        reply: bool,
+        reply: Option<bool>,
     ) -> Result<String, Failure> {
         let mut card = self.ensure_card(mm, alert, channel_id).await?;
         let post_id = card.value.post_id.clone().unwrap_or_default();
@@ -246,13 +247,19 @@ impl Notifier {
                 Err(e) => return Err(e.into()),
             }
         }
-        let Some(text) = card::thread_reply(&job.event, alert).filter(|_| reply) else { return Ok(post_id) };
+        let (Some(retried), Some(text)) = (reply, card::thread_reply(&job.event, alert)) else { return Ok(post_id) };
+        // A retry of this job within 30 s gets the same reply back for its pending_post_id. A
+        // retry after that (the job came back from the queue: its delivery record could not be
+        // written) first looks for the reply in the thread, by the job id in its props.
+        if retried && let Some(existing) = with_retries(|| mm.find_reply(&post_id, card::JOB_PROP, &job.job_id)).await?
+        {
+            return Ok(existing.id);
+        }
         let reply = CreatePost {
             channel_id: card.value.channel_id.clone(),
             message: text,
             root_id: post_id,
-            props: serde_json::json!({ "from_bot": "true" }),
-            // A retry of this job within 30 s returns the same reply.
+            props: serde_json::json!({ "from_bot": "true", card::JOB_PROP: job.job_id }),
             pending_post_id: format!("klaxon-{}", job.job_id),
         };
         Ok(with_retries(|| mm.create_post(&reply)).await?.id)
@@ -367,7 +374,7 @@ impl JobHandler for Notifier {
         let job = Job::parse(&record.body)
             .map_err(|e| JobError::Poison(format!("message {} is not a Klaxon job: {e}", record.message_id)))?;
         match &job {
-            Job::Notify(n) => self.notify(n).await,
+            Job::Notify(n) => self.notify(n, record.receive_count > 1).await,
         }
     }
 }
