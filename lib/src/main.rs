@@ -167,6 +167,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let redrive_too = matches!(command, Some(DeliveriesCommand::Retry { all: true, .. }));
             let ids: Vec<String> = match command {
                 None => {
                     if failed.is_empty() {
@@ -193,6 +194,15 @@ async fn main() -> ExitCode {
                 }
             };
             let mut code = ExitCode::SUCCESS;
+            if redrive_too {
+                match klaxon::notify::retry::redrive(state.notify_queue.as_ref()).await {
+                    Ok(n) => println!("moved {n} dead-lettered notification(s) back to the queue"),
+                    Err(e) => {
+                        eprintln!("cannot move the dead letters back: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
             for id in ids {
                 match klaxon::notify::retry::retry(&deliveries, state.notify_queue.as_ref(), &id).await {
                     Ok(()) => println!("queued {id} again"),

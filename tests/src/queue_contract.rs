@@ -230,6 +230,10 @@ where
     assert_eq!(bodies(&got), ["healthy"]);
     let dead = q.dead_letters.receive(ReceiveOptions::new(10, LONG_VT)).await.unwrap();
     assert_eq!(bodies(&dead), ["poison"]);
+    // The queue names its dead-letter queue (how `klaxon deliveries` finds it).
+    let found = q.queue.dead_letter_queue().await.unwrap().expect("a redrive policy");
+    assert_eq!(found.name(), q.dead_letters.name());
+    assert!(q.dead_letters.dead_letter_queue().await.unwrap().is_none(), "a dead-letter queue has none");
 }
 
 pub async fn invalid_receives_are_refused<F, Fut>(make: F)

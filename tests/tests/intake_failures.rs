@@ -71,6 +71,9 @@ impl Queue for DownQueue {
     async fn change_visibility(&self, _r: &str, _after: Duration) -> Result<(), QueueError> {
         Ok(())
     }
+    async fn dead_letter_queue(&self) -> Result<Option<Arc<dyn Queue>>, QueueError> {
+        Ok(None)
+    }
 }
 
 async fn alert(state: &AppState, body: &str) -> (StatusCode, serde_json::Value) {

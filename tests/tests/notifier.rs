@@ -148,3 +148,33 @@ async fn a_failing_job_stays_queued_backs_off_and_its_group_waits() {
             .unwrap();
     assert_eq!(queue.depth().await.unwrap(), 2, "both jobs are still queued");
 }
+
+/// `klaxon deliveries` on both backends: dead letters are listed and moved back to the queue.
+async fn dead_letters_are_listed_and_moved_back(state: AppState) {
+    let dlq = state.notify_queue.dead_letter_queue().await.unwrap().expect("the notify queue has a dead-letter queue");
+    dlq.send(job("ALR-5", "alert.triggered").to_message()).await.unwrap();
+    let listed = klaxon::notify::retry::dead_letters(state.notify_queue.as_ref()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].job.as_deref(), Ok("ALR-5:alert.triggered"));
+    tokio::time::sleep(Duration::from_millis(5200)).await; // listing hid it for 5 s
+    assert_eq!(klaxon::notify::retry::redrive(state.notify_queue.as_ref()).await.unwrap(), 1);
+    let back = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(Job::parse(&back[0].body).unwrap().id(), "ALR-5:alert.triggered");
+    assert!(
+        dlq.receive(ReceiveOptions::new(10, Duration::from_secs(1))).await.unwrap().is_empty(),
+        "moved, not copied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dead_letters_are_listed_and_moved_back() {
+    let app = klaxon_tests::embedded_app("version = 1\n").await.unwrap();
+    dead_letters_are_listed_and_moved_back(app.state.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_dead_letters_are_listed_and_moved_back() {
+    let Some(app) = klaxon_tests::aws_app("version = 1\n").await else { return };
+    dead_letters_are_listed_and_moved_back(app.state.clone()).await;
+}

@@ -127,6 +127,9 @@ mod tests {
             self.delayed.lock().unwrap().push((r.to_string(), after));
             Ok(())
         }
+        async fn dead_letter_queue(&self) -> Result<Option<Arc<dyn Queue>>, crate::queue::QueueError> {
+            Ok(None)
+        }
     }
 
     #[async_trait]

@@ -35,3 +35,63 @@ pub async fn retry(deliveries: &DeliveryRepo, queue: &dyn Queue, job_id: &str) -
     deliveries.forget_failure(job_id).await?;
     Ok(())
 }
+
+/// One message in the dead-letter queue: a job that failed through the whole retry budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    /// The job id, or why the body is not a job this version can read.
+    pub job: Result<String, String>,
+    pub receive_count: u32,
+}
+
+/// How long a listed dead letter stays hidden (listing receives it; it comes back after this).
+const LIST_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Lists the dead-letter queue of `queue` (at most [`LIST_LIMIT`] messages).
+pub async fn dead_letters(queue: &dyn Queue) -> Result<Vec<DeadLetter>, RetryError> {
+    let Some(dlq) = queue.dead_letter_queue().await? else { return Ok(Vec::new()) };
+    let mut out: Vec<DeadLetter> = Vec::new();
+    while out.len() < LIST_LIMIT {
+        let got = dlq.receive(crate::queue::ReceiveOptions::new(10, LIST_VISIBILITY)).await?;
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let job = Job::parse(&m.body)
+                .map(|j| j.id().to_string())
+                .map_err(|e| format!("not a job this version can read: {e}"));
+            out.push(DeadLetter { message_id: m.message_id, job, receive_count: m.receive_count });
+        }
+    }
+    Ok(out)
+}
+
+/// Moves every dead letter of `queue` back onto it (with a new deduplication id, in its
+/// group), deleting each from the dead-letter queue only once it is queued again.
+pub async fn redrive(queue: &dyn Queue) -> Result<usize, RetryError> {
+    let Some(dlq) = queue.dead_letter_queue().await? else { return Ok(0) };
+    let mut moved = 0;
+    while moved < LIST_LIMIT {
+        let got = dlq.receive(crate::queue::ReceiveOptions::new(10, std::time::Duration::from_secs(60))).await?;
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let mut message = match Job::parse(&m.body) {
+                Ok(job) => job.to_message(),
+                Err(_) => match &m.group_id {
+                    Some(g) => crate::queue::OutgoingMessage::fifo(m.body.clone(), g.clone(), m.message_id.clone()),
+                    None => crate::queue::OutgoingMessage::standard(m.body.clone()),
+                },
+            };
+            if message.dedup_id.is_some() {
+                message.dedup_id = Some(format!("redrive-{}", uuid::Uuid::new_v4().simple()));
+            }
+            queue.send(message).await?;
+            dlq.delete(&m.receipt).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}

@@ -121,6 +121,10 @@ pub trait Queue: Send + Sync {
     /// at most 12 hours): how a consumer backs off before the next try. A receipt that no
     /// longer matches is not an error.
     async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError>;
+
+    /// The queue this one's messages go to after too many receives, if it has one (for
+    /// `klaxon deliveries`, which lists and re-sends them).
+    async fn dead_letter_queue(&self) -> Result<Option<std::sync::Arc<dyn Queue>>, QueueError>;
 }
 
 /// SQS's limit for a visibility timeout.

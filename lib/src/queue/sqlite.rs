@@ -240,6 +240,19 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
+    async fn dead_letter_queue(&self) -> Result<Option<Arc<dyn Queue>>, QueueError> {
+        // The tables exist already (this queue opened them), so nothing is set up here.
+        Ok(self.redrive.as_ref().map(|r| {
+            Arc::new(SqliteQueue {
+                db: self.db.clone(),
+                name: r.dead_letter_queue.clone(),
+                kind: self.kind,
+                redrive: None,
+                sent: Arc::new(Notify::new()),
+            }) as Arc<dyn Queue>
+        }))
+    }
+
     async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
         let (name, receipt) = (self.name.clone(), receipt.to_string());
         let visible_at = now_ms().saturating_add(ms(after.min(MAX_VISIBILITY)));

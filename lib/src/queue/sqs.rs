@@ -155,6 +155,31 @@ impl Queue for SqsQueue {
         }
     }
 
+    async fn dead_letter_queue(&self) -> Result<Option<std::sync::Arc<dyn Queue>>, QueueError> {
+        let attrs = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(policy) = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|p| p.get("deadLetterTargetArn").and_then(|a| a.as_str()).map(str::to_string))
+            .ok_or_else(|| QueueError::Backend {
+                backend: "SQS",
+                message: format!("the redrive policy of {} cannot be read", self.url),
+            })?;
+        let name = arn.rsplit(':').next().unwrap_or_default();
+        let url = self.client.get_queue_url().queue_name(name).send().await.map_err(backend)?;
+        let url = url.queue_url().unwrap_or_default().to_string();
+        Ok(Some(std::sync::Arc::new(SqsQueue::new(self.client.clone(), url))))
+    }
+
     async fn change_visibility(&self, receipt: &str, after: std::time::Duration) -> Result<(), QueueError> {
         let secs = after.min(super::MAX_VISIBILITY).as_secs() as i32;
         let req = self
