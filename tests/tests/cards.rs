@@ -624,3 +624,44 @@ async fn a_reply_posted_before_a_lost_record_is_found_again_not_doubled(rig: Rig
     let delivered = rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().unwrap();
     assert!(matches!(delivered.delivery, Delivery::Posted { .. }));
 }
+
+const ONCALL: &str = "0nc4ll0nc4ll0nc4ll0nc4ll0n";
+
+fn critical_to_oncall() -> String {
+    format!(
+        "[channels.oncall]\nchannel_id = \"{ONCALL}\"\n[[routing.routes]]\nevents = [\"alert.triggered\"]\nmin_urgency = \"critical\"\nchannel = \"oncall\"\n"
+    )
+}
+
+/// A repeat raises the urgency to critical, whose triggers are routed to oncall: the card stays
+/// in ops and is updated there, and oncall gets a post of its own, as a critical trigger would.
+async fn a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays(rig: Rig) {
+    rig.bot.add_bot_to(ONCALL);
+    let first = rig.chat("r1", "alice", "#alert disk full on db-2").await;
+    assert_eq!(first["klaxon"]["alert_id"], "ALR-1", "{first}");
+    assert!(rig.notify().await.is_empty(), "the card is posted in ops while the alert is high");
+    rig.chat("r2", "bob", "#alert disk full on db-2 [critical]").await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(field(&card, "Urgency"), "critical", "the card in ops shows the raised urgency");
+    let oncall = rig.bot.roots_in(ONCALL);
+    assert_eq!(oncall.len(), 1, "{oncall:#?}");
+    assert!(
+        oncall[0]["message"].as_str().unwrap().ends_with("Urgency raised to critical by bob."),
+        "{}",
+        oncall[0]["message"]
+    );
+    assert!(rig.bot.replies_to(card["id"].as_str().unwrap()).is_empty(), "the raise was posted in oncall");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays() {
+    let Some(rig) = rig_with(klaxon_tests::embedded_app, &critical_to_oncall()).await else { return };
+    a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays(rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays() {
+    let Some(rig) = rig_with(klaxon_tests::aws_app, &critical_to_oncall()).await else { return };
+    a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays(rig).await;
+}

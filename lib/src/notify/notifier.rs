@@ -144,11 +144,11 @@ impl Notifier {
             let why = format!("channel {channel} is not defined in [channels]");
             return self.not_delivered(job, Some(channel), why).await;
         };
-        // The card lives where the alert's trigger is routed. An event routed elsewhere still
+        // The card lives where the alert's trigger was routed. An event routed elsewhere still
         // brings the card up to date, and gets a post of its own in its channel.
-        let card_channel = self.card_channel(&alert);
-        let card_here = card_channel.as_ref().is_some_and(|(name, _)| name == &channel);
-        if let Some((_, card_id)) = card_channel.as_ref().filter(|_| !card_here) {
+        let card_channel = self.card_channel(&alert).await?;
+        let card_here = card_channel.is_some() && card_channel == dest.channel_id;
+        if let Some(card_id) = card_channel.as_ref().filter(|_| !card_here) {
             match self.bot_card(mm, job, &alert, card_id, None).await {
                 Ok(_) => {}
                 Err(Failure::Transient(why)) => return Err(JobError::Transient(why)),
@@ -191,12 +191,16 @@ impl Notifier {
         Ok(())
     }
 
-    /// The bot channel (name, id) the alert's card lives in: where its `alert.triggered` is routed.
-    fn card_channel(&self, alert: &Alert) -> Option<(String, String)> {
+    /// The bot channel id the alert's card lives in: its record's, once it has one (the alert's
+    /// urgency may have been raised since, routing its trigger elsewhere), else where its
+    /// `alert.triggered` is routed now.
+    async fn card_channel(&self, alert: &Alert) -> Result<Option<String>, RepoError> {
+        if let Some(card) = self.cards.get(&alert.id).await? {
+            return Ok(Some(card.value.channel_id));
+        }
         let facts = EventFacts { event: "alert.triggered", source: Some(&alert.source), urgency: Some(alert.urgency) };
-        let name = destination(&self.config, &facts).ok()?;
-        let id = self.config.channels.get(name)?.channel_id.clone()?;
-        Some((name.to_string(), id))
+        let Ok(name) = destination(&self.config, &facts) else { return Ok(None) };
+        Ok(self.config.channels.get(name).and_then(|c| c.channel_id.clone()))
     }
 
     /// A post of its own for an event routed to another bot channel than the card's.
