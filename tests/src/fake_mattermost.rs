@@ -51,6 +51,9 @@ struct World {
     next_id: u64,
     /// Root posts created, all channels (cheap to read while a benchmark polls).
     roots: usize,
+    /// Chaos: this share of the calls (0 to 1) fails with a random fault.
+    chaos: f64,
+    faults_injected: usize,
 }
 
 #[derive(Clone)]
@@ -142,6 +145,21 @@ impl FakeMattermost {
         self.with(|w| w.calls.get(route).copied().unwrap_or(0))
     }
 
+    /// From now on, `share` (0 to 1) of the calls fail with a random fault: 500, 429 with a 1 s
+    /// reset, a 1.5 s hang, or carried out and then answered 502.
+    pub fn chaos(&self, share: f64) {
+        self.with(|w| w.chaos = share);
+    }
+
+    pub fn faults_injected(&self) -> usize {
+        self.with(|w| w.faults_injected)
+    }
+
+    /// Every post, in creation order.
+    pub fn all_posts(&self) -> Vec<Value> {
+        self.with(|w| w.order.iter().filter_map(|id| w.posts.get(id)).cloned().collect())
+    }
+
     /// How many root posts were created, in all channels.
     pub fn root_count(&self) -> usize {
         self.with(|w| w.roots)
@@ -175,7 +193,27 @@ impl FakeMattermost {
 fn take_fault(world: &Shared, route: &'static str) -> Option<Fault> {
     let mut w = world.lock().expect("fake lock");
     *w.calls.entry(route).or_default() += 1;
-    w.faults.get_mut(route).and_then(VecDeque::pop_front)
+    if let Some(f) = w.faults.get_mut(route).and_then(VecDeque::pop_front) {
+        return Some(f);
+    }
+    if w.chaos > 0.0 && route != "me" {
+        let r = random_unit();
+        if r < w.chaos {
+            w.faults_injected += 1;
+            // 5xx, 429 with a reset, a hang past the client's timeout, created-then-502.
+            return Some(match (r / w.chaos * 4.0) as u32 {
+                0 => Fault::Status(500),
+                1 => Fault::RateLimited(1),
+                2 => Fault::Slow(Duration::from_millis(1500)),
+                _ => Fault::DoThen502,
+            });
+        }
+    }
+    None
+}
+
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 
 /// Applies a fault that answers instead of the work; `Ok(true)` means "then answer 502".

@@ -10,7 +10,15 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// Mattermost's own outgoing calls time out after 30 s; a notifier waits less and retries.
+/// `KLAXON_MATTERMOST_TIMEOUT_MS` overrides it (the chaos run uses a short one).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn request_timeout() -> Duration {
+    std::env::var("KLAXON_MATTERMOST_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(REQUEST_TIMEOUT, Duration::from_millis)
+}
 
 #[derive(Clone)]
 pub struct Mattermost {
@@ -31,7 +39,7 @@ impl Mattermost {
     /// (needed for everything but incoming webhooks).
     pub fn new(base: url::Url, token: Option<Secret>) -> Mattermost {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(request_timeout())
             .user_agent(concat!("Klaxon/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
