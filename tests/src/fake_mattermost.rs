@@ -1,8 +1,8 @@
 //! A fake Mattermost that behaves as ../shared/reference/mattermost.md says, for the calls Klaxon
 //! makes: `GET /api/v4/users/me`, `POST /api/v4/posts` (201 with the post; 403
 //! `api.context.permissions.app_error` when the bot is not in the channel, unknown channels
-//! included; `pending_post_id` returning the same post within 30 s), `PUT /api/v4/posts/{id}`
-//! (replacing message and props), `GET /api/v4/channels/{id}/posts?since=`, and incoming
+//! included; `pending_post_id` returning the same post within 30 s), `PUT /api/v4/posts/{id}/patch`
+//! (props, when given, replaced whole), `GET /api/v4/channels/{id}/posts?since=`, and incoming
 //! webhooks (`ok`; 400 "Invalid webhook"; 501 when disabled). Errors are AppError JSON, and
 //! 429 is `text/plain` "limit exceeded" with `X-Ratelimit-*` and `Retry-After` headers.
 //!
@@ -93,7 +93,6 @@ impl FakeMattermost {
         let app = axum::Router::new()
             .route("/api/v4/users/me", get(me))
             .route("/api/v4/posts", post(create_post))
-            .route("/api/v4/posts/{id}", put(update_post))
             .route("/api/v4/posts/{id}/patch", put(patch_post))
             .route("/api/v4/channels/{id}/posts", get(channel_posts))
             .route("/api/v4/posts/{id}/thread", get(thread))
@@ -307,36 +306,6 @@ async fn create_post(State(world): State<Shared>, headers: HeaderMap, body: Byte
         return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
     }
     (StatusCode::CREATED, Json(post)).into_response()
-}
-
-async fn update_post(State(world): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let then_502 = match before(&world, "update").await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if !authorised(&headers) {
-        return session_expired();
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.");
-    };
-    if req["id"] != id.as_str() {
-        return app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing id in request body.");
-    }
-    let mut w = world.lock().expect("fake lock");
-    let Some(post) = w.posts.get_mut(&id) else {
-        return app_error(404, "app.post.get.app_error", "Unable to get the post.");
-    };
-    // PUT replaces message and props whole.
-    post["message"] = req["message"].clone();
-    post["props"] = req["props"].clone();
-    post["update_at"] = json!(now_ms());
-    post["edit_at"] = json!(now_ms());
-    let post = post.clone();
-    if then_502 {
-        return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
-    }
-    Json(post).into_response()
 }
 
 async fn patch_post(State(world): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
