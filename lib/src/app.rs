@@ -5,6 +5,7 @@ use crate::config::{Config, ConfigError, StorageBackend};
 use crate::embedded::{Db, DbError};
 use crate::ingest::apply::Intake;
 use crate::ingest::serial::KeyLocks;
+use crate::mattermost::Mattermost;
 use crate::notify::Notifier;
 use crate::notify::outbox::Outbox;
 use crate::queue::sqlite::{Redrive, SqliteQueue};
@@ -37,9 +38,10 @@ pub struct AppState {
     pub storage: StorageDescription,
     /// Serialises intake work on one alert within this process.
     pub alert_locks: Arc<KeyLocks>,
-    /// The bot's user id as Mattermost told it, with the fingerprint of the token it was asked
-    /// with (a new token in a pushed configuration asks again).
-    pub bot_identity: Arc<tokio::sync::Mutex<Option<(String, String)>>>,
+    /// The Mattermost client, kept between requests and invocations (its connections and its
+    /// answer to "who is the bot" are reused), with the server URL and token fingerprint it was
+    /// made for: a pushed configuration with another server or token gets a new one.
+    pub mattermost_client: Arc<std::sync::Mutex<Option<(String, Mattermost)>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,29 +94,37 @@ impl AppState {
         Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }
 
+    /// The client for the configured Mattermost (`None` without a `[mattermost]` section).
+    pub fn mattermost(&self) -> Option<Mattermost> {
+        use sha2::Digest;
+        let mm = self.config.mattermost.as_ref()?;
+        let token = mm.bot_token.as_ref().map(|t| t.expose()).unwrap_or_default();
+        let digest = sha2::Sha256::digest(format!("{}\n{token}", mm.url).as_bytes());
+        let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        // A poisoned lock only means another thread panicked mid-swap; the value is still usable.
+        let mut cached = self.mattermost_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, client)) = cached.as_ref()
+            && *k == key
+        {
+            return Some(client.clone());
+        }
+        let client = Mattermost::new(mm.url.clone(), mm.bot_token.clone());
+        *cached = Some((key, client.clone()));
+        Some(client)
+    }
+
     /// The bot's user id, for loop protection: `mattermost.bot_user_id`, or else Mattermost's
-    /// answer to `GET /api/v4/users/me`, asked once per token. `None` without a bot, or when
+    /// answer to `GET /api/v4/users/me`, asked once per client. `None` without a bot, or when
     /// Mattermost cannot be asked now (then it cannot take the bot's posts either).
     pub async fn bot_user_id(&self) -> Option<String> {
-        use sha2::Digest;
         let mm = self.config.mattermost.as_ref()?;
         if let Some(id) = &mm.bot_user_id {
             return Some(id.clone());
         }
-        let token = mm.bot_token.as_ref()?;
-        let fingerprint: String =
-            sha2::Sha256::digest(token.expose().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        let mut cached = self.bot_identity.lock().await;
-        if let Some((f, id)) = cached.as_ref()
-            && *f == fingerprint
-        {
-            return Some(id.clone());
-        }
-        match crate::mattermost::Mattermost::new(mm.url.clone(), Some(token.clone())).me().await {
-            Ok(me) => {
-                *cached = Some((fingerprint, me.id.clone()));
-                Some(me.id)
-            }
+        // Without a bot token there is no bot whose posts could loop back.
+        let _bot = mm.bot_token.as_ref()?;
+        match self.mattermost()?.me().await {
+            Ok(me) => Some(me.id),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot ask Mattermost for the bot's user id; set mattermost.bot_user_id to avoid the call");
                 None
@@ -136,6 +146,7 @@ impl AppState {
             self.alerts(),
             self.deliveries(),
             CardRepo::new(self.store.clone()),
+            self.mattermost(),
             self.buttons(),
         )
     }
@@ -170,7 +181,7 @@ impl AppState {
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
             alert_locks: Arc::default(),
-            bot_identity: Arc::default(),
+            mattermost_client: Arc::default(),
         })
     }
 
@@ -197,7 +208,7 @@ impl AppState {
             timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
             storage: StorageDescription::Aws { table },
             alert_locks: Arc::default(),
-            bot_identity: Arc::default(),
+            mattermost_client: Arc::default(),
         }
     }
 }

@@ -106,9 +106,9 @@ impl Notifier {
         alerts: AlertRepo,
         deliveries: DeliveryRepo,
         cards: CardRepo,
+        mattermost: Option<Mattermost>,
         buttons: Option<card::Buttons>,
     ) -> Self {
-        let mattermost = config.mattermost.as_ref().map(|m| Mattermost::new(m.url.clone(), m.bot_token.clone()));
         Notifier { config, alerts, deliveries, cards, mattermost, buttons }
     }
 
