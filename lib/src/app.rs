@@ -148,6 +148,7 @@ impl AppState {
             CardRepo::new(self.store.clone()),
             self.mattermost(),
             self.buttons(),
+            Some(self.timer_queue.clone()),
         )
     }
 

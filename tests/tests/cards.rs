@@ -194,6 +194,25 @@ fn buttons(card_props: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+impl Rig {
+    /// Runs the notifier over the timer queue (paced card refreshes), as the timer worker would.
+    async fn notify_timers(&self) -> usize {
+        let notifier = self.app.state.notifier();
+        let got = self.app.state.timer_queue.receive(ReceiveOptions::new(10, Duration::from_secs(5))).await.unwrap();
+        for m in &got {
+            let record = Record {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                group_id: None,
+                receive_count: m.receive_count,
+            };
+            notifier.handle(&record).await.unwrap();
+            self.app.state.timer_queue.delete(&m.receipt).await.unwrap();
+        }
+        got.len()
+    }
+}
+
 fn field<'a>(card: &'a Value, title: &str) -> &'a str {
     card["props"]["attachments"][0]["fields"]
         .as_array()
@@ -232,7 +251,8 @@ macro_rules! all_cases {
             two_simultaneous_clicks_have_one_winner_and_a_click_on_a_resolved_alert_says_so,
             without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once,
             a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry,
-            a_reply_posted_before_a_lost_record_is_found_again_not_doubled);
+            a_reply_posted_before_a_lost_record_is_found_again_not_doubled,
+            a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives);
     };
 }
 
@@ -342,6 +362,8 @@ async fn a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_
         post_id: None,
         claimed_at: jiff::Timestamp::now() - jiff::SignedDuration::from_mins(5),
         rendered_revision: 0,
+        updated_at: None,
+        refresh_due: None,
     };
     let item = klaxon::store::Item::new("card#ALR-1", "card", serde_json::to_string(&claim).unwrap());
     rig.app.state.store.put(item, klaxon::store::Condition::Absent).await.unwrap();
@@ -407,6 +429,12 @@ async fn webhook_destinations_get_one_post_per_event_on_their_own_server(rig: Ri
     let posts = rig.hooks.webhook_posts("lab-hook");
     assert_eq!(posts.len(), 1, "{posts:#?}");
     assert_eq!(posts[0]["attachments"][0]["title"], "ALR-1: ALERT from probe");
+    let repeat = rig.app.state.deliveries().get("ALR-1#0000000002").await.unwrap().unwrap();
+    assert!(
+        matches!(repeat.delivery, Delivery::NotDelivered { .. }),
+        "a repeat is deliberately not posted, not a failure: {repeat:?}"
+    );
+    assert!(klaxon::notify::retry::list(&rig.app.state.deliveries()).await.unwrap().is_empty());
     assert!(rig.bot.roots_in(OPS).is_empty(), "nothing on the bot's server");
 
     rig.hooks.disable_webhooks();
@@ -664,4 +692,26 @@ async fn sqlite_a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_
 async fn aws_a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays() {
     let Some(rig) = rig_with(klaxon_tests::aws_app, &critical_to_oncall()).await else { return };
     a_raised_urgency_is_posted_where_that_urgency_is_routed_and_the_card_stays(rig).await;
+}
+
+/// A storm the notifier keeps pace with (each repeat processed as it arrives): the card is
+/// updated at most every 2 s, one delayed refresh is queued per interval, and it brings the
+/// card to the final count.
+async fn a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty());
+    let started = std::time::Instant::now();
+    for i in 1..=30 {
+        rig.particle("freezer", &format!("event=ALERT&coreid=dev7&published_at=t{i}")).await;
+        assert!(rig.notify().await.is_empty());
+    }
+    // At most one update and one queued refresh per 2 s interval of the burst.
+    let intervals = started.elapsed().as_secs() as usize / 2 + 1;
+    let updates = rig.bot.calls("update");
+    assert!(updates <= intervals, "30 live repeats in {intervals} interval(s): {updates} updates");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refreshes = rig.notify_timers().await;
+    assert!((1..=intervals).contains(&refreshes), "{refreshes} refreshes for {intervals} interval(s)");
+    assert_eq!(field(&rig.card(), "Occurrences"), "31", "the last count arrived");
+    assert!(rig.bot.calls("update") < 30 / 2, "far fewer calls than repeats: {}", rig.bot.calls("update"));
 }

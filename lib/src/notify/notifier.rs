@@ -36,6 +36,9 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
 /// Mattermost remembers a `pending_post_id` for 30 s. A claim older than this may have created
 /// a post that a repeated create would not find again: look for it first.
 const PENDING_MEMORY: Duration = Duration::from_secs(25);
+/// In an alert storm, a card's count is updated at most this often (a few dozen calls for a
+/// thousand repeats); the last count always arrives through a delayed refresh.
+pub const REPEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Notifier {
     config: Arc<Config>,
@@ -44,6 +47,8 @@ pub struct Notifier {
     cards: CardRepo,
     mattermost: Option<Mattermost>,
     buttons: Option<card::Buttons>,
+    /// Where paced card refreshes are queued (the timer queue).
+    timers: Option<Arc<dyn crate::queue::Queue>>,
 }
 
 impl From<RepoError> for JobError {
@@ -108,8 +113,9 @@ impl Notifier {
         cards: CardRepo,
         mattermost: Option<Mattermost>,
         buttons: Option<card::Buttons>,
+        timers: Option<Arc<dyn crate::queue::Queue>>,
     ) -> Self {
-        Notifier { config, alerts, deliveries, cards, mattermost, buttons }
+        Notifier { config, alerts, deliveries, cards, mattermost, buttons, timers }
     }
 
     /// `retried`: the job was received before (a previous attempt may have posted its reply).
@@ -156,6 +162,11 @@ impl Notifier {
                     tracing::warn!(alert_id = %alert.id, reason = %why, "the alert's card could not be updated");
                 }
             }
+        }
+        if job.event == "alert.repeated" && !card_here {
+            // Repeats update the count on the card; posted on their own they would flood a channel.
+            let why = "repeats only update the alert's card; they are not posted on their own".to_string();
+            return self.not_delivered(job, Some(channel), why).await;
         }
         let outcome = match (&dest.channel_id, &dest.webhook) {
             (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, Some(retried)).await,
@@ -240,10 +251,14 @@ impl Notifier {
         let mut card = self.ensure_card(mm, alert, channel_id).await?;
         let post_id = card.value.post_id.clone().unwrap_or_default();
         if card.value.rendered_revision < alert.revision {
+            let now = jiff::Timestamp::now();
+            if job.event == "alert.repeated" && self.pace(job, alert, &card, now).await? {
+                return Ok(post_id);
+            }
             let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), &post_id);
             let props = card::props(alert, &attachment);
             with_retries(|| mm.update_post(&post_id, &card.value.channel_id, &message, &props)).await?;
-            let updated = Card { rendered_revision: alert.revision, ..card.value.clone() };
+            let updated = Card { rendered_revision: alert.revision, updated_at: Some(now), ..card.value.clone() };
             // Losing this race only means another worker rendered the same or a newer state.
             match self.cards.save(&alert.id, &card, &updated).await {
                 Ok(saved) => card = saved,
@@ -267,6 +282,40 @@ impl Notifier {
             pending_post_id: format!("klaxon-{}", job.job_id),
         };
         Ok(with_retries(|| mm.create_post(&reply)).await?.id)
+    }
+
+    /// Paces count-only updates in an alert storm: when the card was updated less than
+    /// [`REPEAT_INTERVAL`] ago, a repeat does not update it now; instead one delayed refresh is
+    /// queued on the timer queue (per interval, however many repeats come), which renders the
+    /// latest count when it fires. Returns whether this repeat was paced (nothing to do now).
+    async fn pace(
+        &self,
+        job: &NotifyJob,
+        alert: &Alert,
+        card: &crate::repo::Versioned<Card>,
+        now: jiff::Timestamp,
+    ) -> Result<bool, Failure> {
+        let interval = jiff::SignedDuration::try_from(REPEAT_INTERVAL).unwrap_or_default();
+        let (Some(timers), Some(last)) = (&self.timers, card.value.updated_at) else { return Ok(false) };
+        if now.duration_since(last) >= interval {
+            return Ok(false);
+        }
+        if card.value.refresh_due.is_some_and(|due| due > now) {
+            return Ok(true); // a refresh is already on its way
+        }
+        let refresh = Job::Notify(NotifyJob {
+            job_id: format!("{}#refresh-{:010}", alert.id, alert.revision),
+            event: "alert.repeated".into(),
+            subject: job.subject.clone(),
+            at: now,
+        });
+        let message = crate::queue::OutgoingMessage::standard(crate::repo::encode(&refresh)).delayed(REPEAT_INTERVAL);
+        timers.send(message).await.map_err(|e| Failure::Transient(e.to_string()))?;
+        let due = Card { refresh_due: Some(now + interval), ..card.value.clone() };
+        match self.cards.save(&alert.id, card, &due).await {
+            Ok(_) | Err(RepoError::Conflict { .. }) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The alert's card, created if it has none yet.
@@ -332,7 +381,14 @@ impl Notifier {
         // A post found again (adopted, or returned for a repeated pending_post_id) may show an
         // older state than this create sent: have the caller render it again.
         let rendered_revision = if fresh { alert.revision } else { 0 };
-        let card = Card { channel_id, post_id: Some(post.id), claimed_at: claim.value.claimed_at, rendered_revision };
+        let card = Card {
+            channel_id,
+            post_id: Some(post.id),
+            claimed_at: claim.value.claimed_at,
+            rendered_revision,
+            updated_at: Some(jiff::Timestamp::now()),
+            refresh_due: None,
+        };
         match self.cards.save(&alert.id, &claim, &card).await {
             Ok(saved) => Ok(saved),
             Err(RepoError::Conflict { .. }) => {
@@ -342,7 +398,7 @@ impl Notifier {
         }
     }
 
-    /// Webhook mode: one post per routed event, repeats excepted (they would flood the channel).
+    /// Webhook mode: one post per routed event (repeats never get here: they only update a card).
     async fn webhook_post(
         &self,
         mm: &Mattermost,
@@ -350,11 +406,6 @@ impl Notifier {
         alert: &Alert,
         hook: &str,
     ) -> Result<String, Failure> {
-        if job.event == "alert.repeated" {
-            return Err(Failure::Permanent(
-                "repeats are not posted through incoming webhooks (they would flood the channel); a bot updates the card's count instead".into(),
-            ));
-        }
         let url = self
             .config
             .mattermost

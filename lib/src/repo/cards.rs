@@ -18,6 +18,12 @@ pub struct Card {
     pub claimed_at: Timestamp,
     /// The alert revision the post shows; an older job never rolls it back.
     pub rendered_revision: u64,
+    /// When the post was last updated (repeats are paced against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Timestamp>,
+    /// A paced update is scheduled for this time (so a storm schedules one, not one per repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_due: Option<Timestamp>,
 }
 
 #[derive(Clone)]
@@ -43,8 +49,14 @@ impl CardRepo {
 
     /// Claims the card for `channel_id`; `Conflict` when someone else holds a claim already.
     pub async fn claim(&self, alert_id: &str, channel_id: &str) -> Result<Versioned<Card>, RepoError> {
-        let card =
-            Card { channel_id: channel_id.into(), post_id: None, claimed_at: Timestamp::now(), rendered_revision: 0 };
+        let card = Card {
+            channel_id: channel_id.into(),
+            post_id: None,
+            claimed_at: Timestamp::now(),
+            rendered_revision: 0,
+            updated_at: None,
+            refresh_due: None,
+        };
         match self.store.put(Item::new(pk(alert_id), "card", encode(&card)), Condition::Absent).await {
             Ok(()) => Ok(Versioned { value: card, version: 1 }),
             Err(e) if e.is_conflict() => Err(RepoError::Conflict { what: format!("the card of {alert_id}") }),
