@@ -254,16 +254,27 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-async fn create_post(State(world): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let then_502 = match before(&world, "create").await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if !authorised(&headers) {
-        return session_expired();
+/// What every post-writing route does first: its scripted fault, the bot token, a JSON body.
+/// `Ok((then_502, body))`, or the answer to give instead.
+async fn accept(
+    world: &Shared,
+    route: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(bool, Value), Response> {
+    let then_502 = before(world, route).await?;
+    if !authorised(headers) {
+        return Err(session_expired());
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.");
+    serde_json::from_slice::<Value>(body).map(|v| (then_502, v)).map_err(|_| {
+        app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.")
+    })
+}
+
+async fn create_post(State(world): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (then_502, req) = match accept(&world, "create", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let channel = req["channel_id"].as_str().unwrap_or_default().to_string();
     let mut w = world.lock().expect("fake lock");
@@ -309,15 +320,9 @@ async fn create_post(State(world): State<Shared>, headers: HeaderMap, body: Byte
 }
 
 async fn patch_post(State(world): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let then_502 = match before(&world, "update").await {
-        Ok(b) => b,
+    let (then_502, req) = match accept(&world, "update", &headers, &body).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    if !authorised(&headers) {
-        return session_expired();
-    }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.");
     };
     let mut w = world.lock().expect("fake lock");
     let Some(post) = w.posts.get_mut(&id) else {

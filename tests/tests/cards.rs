@@ -252,7 +252,8 @@ macro_rules! all_cases {
             without_bot_user_id_the_bots_own_posts_are_recognised_by_asking_mattermost_once,
             a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry,
             a_reply_posted_before_a_lost_record_is_found_again_not_doubled,
-            a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives);
+            a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives,
+            a_refused_bot_token_is_recorded_as_failed_with_its_fix);
     };
 }
 
@@ -714,4 +715,21 @@ async fn a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives(rig: 
     assert!((1..=intervals).contains(&refreshes), "{refreshes} refreshes for {intervals} interval(s)");
     assert_eq!(field(&rig.card(), "Occurrences"), "31", "the last count arrived");
     assert!(rig.bot.calls("update") < 30 / 2, "far fewer calls than repeats: {}", rig.bot.calls("update"));
+}
+
+async fn a_refused_bot_token_is_recorded_as_failed_with_its_fix(rig: Rig) {
+    let mut state = rig.app.state.clone();
+    let mut config = (*state.config).clone();
+    if let Some(m) = config.mattermost.as_mut() {
+        m.bot_token = Some(klaxon::config::Secret::new("revoked-token-000000000000"));
+    }
+    state.config = std::sync::Arc::new(config);
+    let rig = Rig { app: TestApp::from_state(state, rig.app), bot: rig.bot, hooks: rig.hooks };
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    assert!(rig.notify().await.is_empty(), "a 401 is permanent: the job is finished, not retried");
+    let failed = klaxon::notify::retry::list(&rig.app.state.deliveries()).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].reason.contains("create a new access token"), "{}", failed[0].reason);
+    assert!(!failed[0].reason.contains("revoked-token"), "the token never appears: {}", failed[0].reason);
+    assert!(rig.bot.roots_in(OPS).is_empty());
 }

@@ -222,11 +222,7 @@ impl Notifier {
         alert: &Alert,
         channel_id: &str,
     ) -> Result<String, Failure> {
-        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
-        let message = match card::thread_reply(&job.event, alert) {
-            Some(reply) => format!("{message}\n{reply}"),
-            None => message,
-        };
+        let (message, attachment) = self.standalone(job, alert);
         let post = CreatePost {
             channel_id: channel_id.to_string(),
             message,
@@ -235,6 +231,16 @@ impl Notifier {
             pending_post_id: format!("klaxon-{}-{channel_id}", job.job_id),
         };
         Ok(with_retries(|| mm.create_post(&post)).await?.id)
+    }
+
+    /// A post that stands on its own (another channel than the card's, or a webhook): the card,
+    /// with the event's reply line under its message, and buttons signed for "any post".
+    fn standalone(&self, job: &NotifyJob, alert: &Alert) -> (String, crate::mattermost::Attachment) {
+        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
+        match card::thread_reply(&job.event, alert) {
+            Some(reply) => (format!("{message}\n{reply}"), attachment),
+            None => (message, attachment),
+        }
     }
 
     /// Bot mode: make sure the card exists and shows the alert's latest state, then (with
@@ -412,11 +418,7 @@ impl Notifier {
             .as_ref()
             .and_then(|m| m.webhooks.get(hook))
             .ok_or_else(|| Failure::Permanent(format!("webhook {hook} is not in [mattermost.webhooks]")))?;
-        let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
-        let text = match card::thread_reply(&job.event, alert) {
-            Some(reply) => format!("{message}\n{reply}"),
-            None => message,
-        };
+        let (text, attachment) = self.standalone(job, alert);
         let post = WebhookPost { text, attachments: vec![attachment] };
         with_retries(|| mm.post_webhook(url, &post)).await?;
         Ok(format!("webhook:{hook}"))
