@@ -16,6 +16,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG: &str = "klaxon.toml";
 /// How long a job stays hidden after the local worker takes it; a failed job comes back after it.
 const VISIBILITY: Duration = Duration::from_secs(30);
+/// Worker loops on the notify queue (each handles up to 10 alerts' jobs at once).
+const NOTIFY_LOOPS: usize = 4;
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Jobs younger than this are left to the request that wrote them.
 pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(10);
@@ -62,11 +64,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let handler = Arc::new(state.notifier());
-    let workers =
-        [("notify", state.notify_queue.clone()), ("timers", state.timer_queue.clone())].map(|(name, queue)| {
+    // Several loops on the notify queue: each takes a batch of up to 10 jobs, and the FIFO
+    // queue never hands one alert's jobs to two loops at once, so order holds per alert.
+    let loops = std::iter::repeat_n(("notify", state.notify_queue.clone()), NOTIFY_LOOPS)
+        .chain([("timers", state.timer_queue.clone())]);
+    let workers: Vec<_> = loops
+        .map(|(name, queue)| {
             let worker = Worker { name, queue, handler: handler.clone(), visibility: VISIBILITY };
             tokio::spawn(worker.run(stop_rx.clone()))
-        });
+        })
+        .collect();
 
     let sweeper = tokio::spawn(sweep_loop(state.outbox(), state.store.clone(), stop_rx.clone()));
 

@@ -131,14 +131,35 @@ async fn malformed_jobs_and_jobs_for_missing_alerts_are_poison_and_record_nothin
     assert!(state.deliveries().get(orphan.id()).await.unwrap().is_none());
 }
 
+/// Fails every job of one event transiently (Mattermost down, say), and does the rest.
+struct FailEvent(&'static str, klaxon::notify::notifier::Notifier);
+
+#[async_trait::async_trait]
+impl JobHandler for FailEvent {
+    async fn handle(&self, r: &Record) -> Result<(), JobError> {
+        if r.body.contains(self.0) {
+            Err(JobError::Transient("Mattermost is down".into()))
+        } else {
+            self.1.handle(r).await
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_failing_job_stays_queued_backs_off_and_its_group_waits() {
     let (db, _dir) = klaxon_tests::temp_db();
     let state = AppState::embedded(Config::empty(), db.clone()).unwrap();
-    // No alert ALR-9 exists, so its first job fails; its second must not overtake it.
+    state.alerts().create(&alert("ALR-9"), None, vec![]).await.unwrap();
     state.notify_queue.send(job("ALR-9", "alert.triggered").to_message()).await.unwrap();
     state.notify_queue.send(job("ALR-9", "alert.resolved").to_message()).await.unwrap();
-    run_worker(&state, Duration::from_secs(1), Duration::from_millis(1500), async || false).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handler = Arc::new(FailEvent("alert.triggered", state.notifier()));
+    let worker =
+        Worker { name: "test", queue: state.notify_queue.clone(), handler, visibility: Duration::from_secs(1) };
+    let handle = tokio::spawn(worker.run(stop_rx));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_tx.send(true).unwrap();
+    handle.await.unwrap();
     assert!(state.deliveries().get("ALR-9:alert.resolved").await.unwrap().is_none(), "nothing overtook the failure");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let left = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
@@ -147,6 +168,41 @@ async fn a_failing_job_stays_queued_backs_off_and_its_group_waits() {
         klaxon::queue::sqlite::SqliteQueue::open(db, klaxon::app::NOTIFY_QUEUE, klaxon::queue::QueueKind::Fifo, None)
             .unwrap();
     assert_eq!(queue.depth().await.unwrap(), 2, "both jobs are still queued");
+}
+
+/// A job that can never work (here: for an alert that does not exist, and a body that is no
+/// job) is moved to the dead-letter queue at once, and the jobs behind it in its group go on.
+async fn a_poisoned_job_is_set_aside_and_its_group_goes_on(state: AppState) {
+    state.alerts().create(&alert("ALR-7"), None, vec![]).await.unwrap();
+    let mut orphan = job("ALR-404", "alert.triggered").to_message();
+    orphan.group_id = Some("ALR-7".into());
+    let garbage = klaxon::queue::OutgoingMessage::fifo("{\"type\":\"launch\"}", "ALR-7", "garbage-1");
+    state.notify_queue.send(garbage).await.unwrap();
+    state.notify_queue.send(orphan).await.unwrap();
+    state.notify_queue.send(job("ALR-7", "alert.triggered").to_message()).await.unwrap();
+    let deliveries = state.deliveries();
+    run_worker_until(&state, async || deliveries.get("ALR-7:alert.triggered").await.unwrap().is_some()).await;
+    assert!(deliveries.get("ALR-7:alert.triggered").await.unwrap().is_some(), "the good job went on");
+    let left = state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(1))).await.unwrap();
+    assert!(left.is_empty(), "nothing is left to drag the group: {left:?}");
+    let dead = klaxon::notify::retry::dead_letters(state.notify_queue.as_ref()).await.unwrap();
+    let mut jobs: Vec<_> = dead.iter().map(|d| d.job.clone().unwrap_or_else(|e| e)).collect();
+    jobs.sort();
+    assert_eq!(jobs.len(), 2, "both set aside, once each: {jobs:?}");
+    assert_eq!(jobs[0], "ALR-404:alert.triggered");
+    assert!(jobs[1].contains("not a job this version can read"), "{}", jobs[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_poisoned_job_is_set_aside_and_its_group_goes_on() {
+    let app = klaxon_tests::embedded_app("version = 1\n").await.unwrap();
+    a_poisoned_job_is_set_aside_and_its_group_goes_on(app.state.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_a_poisoned_job_is_set_aside_and_its_group_goes_on() {
+    let Some(app) = klaxon_tests::aws_app("version = 1\n").await else { return };
+    a_poisoned_job_is_set_aside_and_its_group_goes_on(app.state.clone()).await;
 }
 
 /// `klaxon deliveries` on both backends: dead letters are listed and moved back to the queue.

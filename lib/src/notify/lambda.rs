@@ -1,6 +1,6 @@
 //! The notifier Lambda's glue: SQS event in, partial batch response out.
 
-use super::batch::{JobHandler, Record, handle_batch, retry_delay};
+use super::batch::{JobHandler, Record, handle_batch, retry_delay, set_aside};
 use super::outbox::{Outbox, RelayError};
 use crate::queue::Queue;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -53,11 +53,25 @@ pub async fn handle_sqs_event(
     let report = handle_batch(handler, &records).await;
     let mut response = SqsBatchResponse::default();
     for (m, r) in event.records.iter().zip(&records) {
-        if !report.failed.contains(&r.message_id) {
-            continue;
-        }
         let queue_name = m.event_source_arn.as_deref().and_then(|arn| arn.rsplit(':').next());
         let queue = queues.iter().find(|q| Some(q.name()) == queue_name);
+        let mut retry = report.failed.contains(&r.message_id);
+        if report.poisoned.contains(&r.message_id) {
+            // Set aside, the message counts as done and Lambda deletes it.
+            retry = match queue {
+                Some(q) => match set_aside(q.as_ref(), r).await {
+                    Ok(moved) => !moved,
+                    Err(e) => {
+                        tracing::warn!(message_id = %r.message_id, error = %e, "cannot set a poisoned message aside; it is retried later");
+                        true
+                    }
+                },
+                None => true,
+            };
+        }
+        if !retry {
+            continue;
+        }
         if let (Some(queue), Some(receipt)) = (queue, m.receipt_handle.as_deref()) {
             let after = retry_delay(r.receive_count);
             if let Err(e) = queue.change_visibility(receipt, after).await {
@@ -97,10 +111,12 @@ mod tests {
 
     struct FailBody(&'static str);
 
-    /// Records the visibility changes it is asked for.
+    /// Records the visibility changes and sends it is asked for; `dlq` is its dead-letter queue.
     #[derive(Default)]
     struct Recorder {
         delayed: std::sync::Mutex<Vec<(String, Duration)>>,
+        sent: std::sync::Mutex<Vec<crate::queue::OutgoingMessage>>,
+        dlq: Option<Arc<Recorder>>,
     }
 
     #[async_trait]
@@ -111,7 +127,8 @@ mod tests {
         fn name(&self) -> &str {
             "klaxon-notify.fifo"
         }
-        async fn send(&self, _m: crate::queue::OutgoingMessage) -> Result<(), crate::queue::QueueError> {
+        async fn send(&self, m: crate::queue::OutgoingMessage) -> Result<(), crate::queue::QueueError> {
+            self.sent.lock().unwrap().push(m);
             Ok(())
         }
         async fn receive(
@@ -128,7 +145,7 @@ mod tests {
             Ok(())
         }
         async fn dead_letter_queue(&self) -> Result<Option<Arc<dyn Queue>>, crate::queue::QueueError> {
-            Ok(None)
+            Ok(self.dlq.clone().map(|q| q as Arc<dyn Queue>))
         }
     }
 
@@ -164,6 +181,40 @@ mod tests {
             ],
             "failed messages are pushed back by the backoff, on the queue their ARN names"
         );
+    }
+
+    struct PoisonBody(String);
+
+    #[async_trait]
+    impl JobHandler for PoisonBody {
+        async fn handle(&self, r: &Record) -> Result<(), JobError> {
+            if r.body == self.0 { Err(JobError::Poison("alert gone".into())) } else { Ok(()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_record_is_moved_to_the_dead_letter_queue_and_not_reported() {
+        let event: SqsEvent = serde_json::from_str(FIFO_EVENT).unwrap();
+        let recs = records(&event).unwrap();
+        let dlq = Arc::new(Recorder::default());
+        let queue = Arc::new(Recorder { dlq: Some(dlq.clone()), ..Recorder::default() });
+        let handler = PoisonBody(recs[1].body.clone());
+        let response = handle_sqs_event(&handler, &[queue.clone() as Arc<dyn Queue>], event).await.unwrap();
+        assert!(response.batch_item_failures.is_empty(), "set aside counts as done; the rest of the group went on");
+        let moved = dlq.sent.lock().unwrap().clone();
+        assert_eq!(moved, [crate::queue::OutgoingMessage::fifo(recs[1].body.clone(), "ALR-1", "m-2")]);
+        assert!(queue.delayed.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_record_without_a_dead_letter_queue_is_retried() {
+        let event: SqsEvent = serde_json::from_str(FIFO_EVENT).unwrap();
+        let recs = records(&event).unwrap();
+        let queue = Arc::new(Recorder::default());
+        let handler = PoisonBody(recs[1].body.clone());
+        let response = handle_sqs_event(&handler, &[queue.clone() as Arc<dyn Queue>], event).await.unwrap();
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json, serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-2"}]}));
     }
 
     #[tokio::test]

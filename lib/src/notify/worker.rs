@@ -2,7 +2,7 @@
 //! succeeded. Failed messages stay invisible until their visibility timeout and come back, as
 //! they would on SQS.
 
-use super::batch::{JobHandler, Record, handle_batch, retry_delay};
+use super::batch::{JobHandler, Record, handle_batch, retry_delay, set_aside};
 use crate::queue::{Queue, ReceiveOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,19 @@ impl Worker {
                 })
                 .collect();
             let report = handle_batch(self.handler.as_ref(), &records).await;
-            for m in &messages {
-                if report.failed.contains(&m.message_id) {
+            for (m, r) in messages.iter().zip(&records) {
+                let mut retry = report.failed.contains(&m.message_id);
+                if report.poisoned.contains(&m.message_id) {
+                    match set_aside(self.queue.as_ref(), r).await {
+                        Ok(true) => {}
+                        Ok(false) => retry = true,
+                        Err(e) => {
+                            tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot set a poisoned message aside; it is retried later");
+                            retry = true;
+                        }
+                    }
+                }
+                if retry {
                     // Back off: the next try waits longer each time (see retry_delay).
                     let after = retry_delay(m.receive_count);
                     if let Err(e) = self.queue.change_visibility(&m.receipt, after).await {
