@@ -90,6 +90,10 @@ impl AppState {
         Outbox::new(self.store.clone(), self.notify_queue.clone())
     }
 
+    pub fn incident_service(&self) -> crate::incidents::service::Incidents {
+        crate::incidents::service::Incidents::new(self.config.clone(), self.incidents(), self.outbox())
+    }
+
     pub fn intake(&self) -> Intake {
         Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }
@@ -132,6 +136,11 @@ impl AppState {
         }
     }
 
+    /// Signs and checks dialog and OAuth states (`server.signing_secret`).
+    pub fn state_signer(&self) -> Option<crate::chatops::signing::Signer> {
+        self.config.server.signing_secret.clone().map(crate::chatops::signing::Signer::new)
+    }
+
     /// The cards' buttons, when `server.public_url` and `server.signing_secret` are set.
     pub fn buttons(&self) -> Option<crate::notify::card::Buttons> {
         let server = &self.config.server;
@@ -141,15 +150,16 @@ impl AppState {
     }
 
     pub fn notifier(&self) -> Notifier {
-        Notifier::new(
-            self.config.clone(),
-            self.alerts(),
-            self.deliveries(),
-            CardRepo::new(self.store.clone()),
-            self.mattermost(),
-            self.buttons(),
-            Some(self.timer_queue.clone()),
-        )
+        Notifier::new(crate::notify::notifier::NotifierParts {
+            config: self.config.clone(),
+            alerts: self.alerts(),
+            incidents: self.incidents(),
+            deliveries: self.deliveries(),
+            cards: CardRepo::new(self.store.clone()),
+            mattermost: self.mattermost(),
+            buttons: self.buttons(),
+            timers: Some(self.timer_queue.clone()),
+        })
     }
 
     /// Builds everything from the configuration's `[storage]` section.

@@ -11,6 +11,7 @@ pub mod deployed;
 pub mod domain;
 pub mod embedded;
 pub mod http;
+pub mod incidents;
 pub mod ingest;
 pub mod lambda;
 pub mod mattermost;

@@ -188,3 +188,40 @@ pub fn fixture(path: &str) -> Vec<u8> {
     let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path);
     std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {}: {e}", full.display()))
 }
+
+/// Runs the notifier over everything on the notify queue, batch by batch, as the worker does:
+/// what succeeded is deleted; what failed stays queued (hidden for a second). Returns the
+/// message ids that failed or were poisoned.
+pub async fn drain_notify_queue(state: &klaxon::app::AppState) -> Vec<String> {
+    use klaxon::queue::ReceiveOptions;
+    let notifier = state.notifier();
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        let got = state.notify_queue.receive(ReceiveOptions::new(10, std::time::Duration::from_secs(1))).await;
+        let got = got.expect("receive from the notify queue");
+        if got.is_empty() {
+            break;
+        }
+        let records: Vec<klaxon::notify::Record> = got
+            .iter()
+            .map(|m| klaxon::notify::Record {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                group_id: m.group_id.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        let report = klaxon::notify::handle_batch(&notifier, &records).await;
+        for m in &got {
+            if report.failed.contains(&m.message_id) || report.poisoned.contains(&m.message_id) {
+                failed.push(m.message_id.clone());
+            } else {
+                state.notify_queue.delete(&m.receipt).await.expect("delete a finished message");
+            }
+        }
+        if !failed.is_empty() {
+            break;
+        }
+    }
+    failed
+}

@@ -675,7 +675,7 @@ async fn every_refusal_to_mattermost_says_what_happened_in_text(app: TestApp) {
 }
 
 async fn a_wrong_method_gets_the_json_error(app: TestApp) {
-    for uri in ["/hooks/mattermost/chat", "/hooks/particle/freezer", "/chatops/command"] {
+    for uri in ["/hooks/mattermost/chat", "/hooks/particle/freezer", "/chatops/dialog"] {
         let res =
             klaxon::http::all(app.state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{uri}");

@@ -148,9 +148,17 @@ async fn incidents_are_found_by_number_and_by_channel(store: Arc<dyn Store>) {
     let repo = IncidentRepo::new(store);
     let id = repo.next_id("INC").await.unwrap();
     assert_eq!(id, IncidentId::new("INC", 1));
-    let new = NewIncident { id, title: "Checkout down".into(), severity: "SEV1".into(), summary: String::new() };
+    let new = NewIncident {
+        id,
+        title: "Checkout down".into(),
+        severity: "SEV1".into(),
+        summary: String::new(),
+        commander: None,
+        fields: Default::default(),
+        private: false,
+    };
     let incident = Incident::declare(new, Actor::user("u1", "alice"), Timestamp::now());
-    repo.create(&incident, vec![]).await.unwrap();
+    repo.create(&incident, None, vec![]).await.unwrap();
     assert!(repo.get_by_channel("chan").await.unwrap().is_none());
 
     let read = repo.get(1).await.unwrap().unwrap();
@@ -162,6 +170,23 @@ async fn incidents_are_found_by_number_and_by_channel(store: Arc<dyn Store>) {
     assert_eq!(found.version, 2);
     let err = repo.update(&read, &with_channel, vec![]).await.unwrap_err();
     assert!(matches!(err, RepoError::Conflict { .. }), "{err}");
+
+    // The open list, and a request key that creates one incident however often it is sent.
+    let second = Incident { id: IncidentId::new("INC", 2), ..incident.clone() };
+    repo.create(&second, Some("dialog-n1"), vec![]).await.unwrap();
+    let again = Incident { id: IncidentId::new("INC", 3), ..incident.clone() };
+    let err = repo.create(&again, Some("dialog-n1"), vec![]).await.unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err}");
+    assert!(repo.get(3).await.unwrap().is_none(), "the refused create wrote nothing");
+    assert_eq!(repo.get_by_request("dialog-n1").await.unwrap().unwrap().value.id.number, 2);
+    let open: Vec<u64> = repo.open().await.unwrap().iter().map(|i| i.id.number).collect();
+    assert_eq!(open, [1, 2]);
+    let read = repo.get(1).await.unwrap().unwrap();
+    let mut resolved = read.value.clone();
+    resolved.resolve(Actor::System, Timestamp::now()).unwrap();
+    repo.update(&read, &resolved, vec![]).await.unwrap();
+    let open: Vec<u64> = repo.open().await.unwrap().iter().map(|i| i.id.number).collect();
+    assert_eq!(open, [2], "a resolved incident leaves the open list");
 }
 
 async fn a_delivery_is_recorded_once(store: Arc<dyn Store>) {

@@ -1,5 +1,8 @@
-//! Chat operations: what people do from Mattermost itself. So far: the alert card's buttons.
-//! (`/incident`, dialogs and OAuth are the incidents issue.)
+//! Chat operations: what people do from Mattermost itself: the alert card's buttons, and the
+//! `/incident` command with its dialog.
 
 pub mod action;
+pub mod command;
+pub mod dialog;
 pub mod signing;
+pub mod slash;

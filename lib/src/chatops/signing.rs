@@ -84,6 +84,87 @@ impl Signer {
     }
 }
 
+/// A signed, expiring `state` bound to one Mattermost user: what a dialog or an OAuth flow
+/// echoes back. Mattermost signs neither, so this is the only proof that the submission comes
+/// from the flow Klaxon started, for that user, recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// What the state is for (`dialog:new`, `oauth:connect`): a state for one use is refused
+    /// for another.
+    #[serde(rename = "p")]
+    pub purpose: String,
+    #[serde(rename = "u")]
+    pub user_id: String,
+    /// Whatever the flow carries along (e.g. the user's name and the command's response URL).
+    #[serde(rename = "d")]
+    pub data: serde_json::Value,
+    /// Unique per flow: a submission's idempotency key.
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "e")]
+    pub expires: i64,
+    #[serde(rename = "s", default)]
+    pub sig: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("this form's state is missing or unreadable; it was not started by Klaxon")]
+    Malformed,
+    #[error("this form's signature does not match: it was not started by this Klaxon, or was altered")]
+    Forged,
+    #[error("this form has expired; run the command again")]
+    Expired,
+    #[error("this form was started by another user")]
+    WrongUser,
+}
+
+impl State {
+    fn text(&self) -> String {
+        format!("klaxon-state-v1\n{}\n{}\n{}\n{}\n{}", self.purpose, self.user_id, self.nonce, self.expires, self.data)
+    }
+}
+
+impl Signer {
+    /// A new state for `purpose` and `user_id`, valid for `lifetime_secs`.
+    pub fn sign_state(
+        &self,
+        purpose: &str,
+        user_id: &str,
+        data: serde_json::Value,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> String {
+        let mut state = State {
+            purpose: purpose.into(),
+            user_id: user_id.into(),
+            data,
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            expires: now + lifetime_secs,
+            sig: String::new(),
+        };
+        state.sig = hex(&self.mac(&state.text()));
+        crate::repo::encode(&state)
+    }
+
+    /// Checks a state in constant time: signed by this server, for `purpose`, not expired, and
+    /// (when `user_id` is given) started by that user.
+    pub fn verify_state(&self, raw: &str, purpose: &str, user_id: Option<&str>, now: i64) -> Result<State, StateError> {
+        let state: State = serde_json::from_str(raw).map_err(|_| StateError::Malformed)?;
+        let want = hex(&self.mac(&state.text()));
+        if !bool::from(want.as_bytes().ct_eq(state.sig.as_bytes())) || state.purpose != purpose {
+            return Err(StateError::Forged);
+        }
+        if state.expires <= now {
+            return Err(StateError::Expired);
+        }
+        if user_id.is_some_and(|u| u != state.user_id) {
+            return Err(StateError::WrongUser);
+        }
+        Ok(state)
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -112,6 +193,30 @@ mod tests {
         }
         let other = Signer::new(Secret::new("another-secret-another-secret-0000"));
         assert_eq!(other.verify(&c, "p1", 1_001), Err(ContextError::Forged));
+    }
+
+    #[test]
+    fn a_state_is_bound_to_its_purpose_user_and_time() {
+        let s = signer();
+        let raw = s.sign_state("dialog:new", "u1", serde_json::json!({"name": "bob"}), 1_000, 600);
+        let ok = s.verify_state(&raw, "dialog:new", Some("u1"), 1_001).unwrap();
+        assert_eq!(ok.data["name"], "bob");
+        assert_eq!(s.verify_state(&raw, "oauth:connect", Some("u1"), 1_001), Err(StateError::Forged));
+        assert_eq!(s.verify_state(&raw, "dialog:new", Some("u2"), 1_001), Err(StateError::WrongUser));
+        assert_eq!(s.verify_state(&raw, "dialog:new", Some("u1"), 1_600), Err(StateError::Expired));
+        assert_eq!(s.verify_state("not json", "dialog:new", None, 1_001), Err(StateError::Malformed));
+        let mut altered: State = serde_json::from_str(&raw).unwrap();
+        altered.data = serde_json::json!({"name": "mallory"});
+        let altered = serde_json::to_string(&altered).unwrap();
+        assert_eq!(s.verify_state(&altered, "dialog:new", Some("u1"), 1_001), Err(StateError::Forged));
+        let other = Signer::new(Secret::new("another-secret-another-secret-0000"));
+        assert_eq!(other.verify_state(&raw, "dialog:new", Some("u1"), 1_001), Err(StateError::Forged));
+        let again = s.sign_state("dialog:new", "u1", serde_json::json!({}), 1_000, 600);
+        assert_ne!(
+            s.verify_state(&again, "dialog:new", None, 1_001).unwrap().nonce,
+            ok.nonce,
+            "each flow its own nonce"
+        );
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "incident.resolved",
     "incident.cancelled",
     "incident.severity_changed",
+    "incident.commander_changed",
+    "incident.updated",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -468,7 +468,7 @@ fn incidents(c: &Config, v: &mut Issues) {
     }
     for e in inc.announce.iter().flatten() {
         if !e.starts_with("incident.") || !EVENT_TYPES.contains(&e.as_str()) {
-            v.add("incidents.announce", format!("{e:?} is not an incident event"), "use incident.started, incident.mitigated, incident.resolved, incident.cancelled or incident.severity_changed");
+            v.add("incidents.announce", format!("{e:?} is not an incident event"), "use incident.started, incident.mitigated, incident.resolved, incident.cancelled, incident.severity_changed, incident.commander_changed or incident.updated");
         }
     }
     if inc.severities.is_empty() {

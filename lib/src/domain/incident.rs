@@ -8,6 +8,7 @@
 use super::timeline::{Actor, TimelineEntry};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -74,8 +75,8 @@ impl IncidentStatus {
     pub fn allowed(self) -> &'static [IncidentAction] {
         use IncidentAction::*;
         match self {
-            IncidentStatus::Started => &[Mitigate, Resolve, Cancel, SetSeverity],
-            IncidentStatus::Mitigated => &[Resolve, Cancel, SetSeverity],
+            IncidentStatus::Started => &[Mitigate, Resolve, Cancel, SetSeverity, SetCommander, Update],
+            IncidentStatus::Mitigated => &[Resolve, Cancel, SetSeverity, SetCommander, Update],
             IncidentStatus::Resolved | IncidentStatus::Cancelled => &[],
         }
     }
@@ -94,6 +95,8 @@ pub enum IncidentAction {
     Resolve,
     Cancel,
     SetSeverity,
+    SetCommander,
+    Update,
 }
 
 impl IncidentAction {
@@ -103,6 +106,8 @@ impl IncidentAction {
             IncidentAction::Resolve => "resolve",
             IncidentAction::Cancel => "cancel",
             IncidentAction::SetSeverity => "change the severity of",
+            IncidentAction::SetCommander => "change the commander of",
+            IncidentAction::Update => "post a status update to",
         }
     }
 }
@@ -128,6 +133,8 @@ fn allowed_text(status: &IncidentStatus) -> String {
             .iter()
             .map(|a| match a {
                 IncidentAction::SetSeverity => "set severity",
+                IncidentAction::SetCommander => "set commander",
+                IncidentAction::Update => "update",
                 other => other.as_str(),
             })
             .collect();
@@ -141,6 +148,12 @@ pub struct NewIncident {
     pub title: String,
     pub severity: String,
     pub summary: String,
+    /// Who leads the response; the declarer when nobody else is named.
+    pub commander: Option<Actor>,
+    /// Answers to the configured extra dialog fields, by field name.
+    pub fields: BTreeMap<String, String>,
+    /// Whether its channel is private.
+    pub private: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +164,19 @@ pub struct Incident {
     pub summary: String,
     pub status: IncidentStatus,
     pub declared_by: Actor,
+    /// Who leads the response.
+    #[serde(default = "no_commander")]
+    pub commander: Actor,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub private: bool,
     /// The dedicated Mattermost channel, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_id: Option<String>,
+    /// Its name (what `~name` links to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_name: Option<String>,
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mitigated_at: Option<Timestamp>,
@@ -165,6 +188,10 @@ pub struct Incident {
     pub timeline: Vec<TimelineEntry>,
 }
 
+fn no_commander() -> Actor {
+    Actor::System
+}
+
 impl Incident {
     pub fn declare(new: NewIncident, actor: Actor, at: Timestamp) -> Incident {
         Incident {
@@ -173,8 +200,12 @@ impl Incident {
             severity: new.severity,
             summary: new.summary,
             status: IncidentStatus::Started,
+            commander: new.commander.unwrap_or_else(|| actor.clone()),
+            fields: new.fields,
+            private: new.private,
             declared_by: actor.clone(),
             channel_id: None,
+            channel_name: None,
             started_at: at,
             mitigated_at: None,
             resolved_at: None,
@@ -201,9 +232,9 @@ impl Incident {
         Ok(())
     }
 
-    pub fn cancel(&mut self, actor: Actor, at: Timestamp) -> Result<(), IncidentError> {
+    pub fn cancel(&mut self, reason: Option<String>, actor: Actor, at: Timestamp) -> Result<(), IncidentError> {
         self.check(IncidentAction::Cancel)?;
-        let at = self.record(actor, at, "cancelled", None);
+        let at = self.record(actor, at, "cancelled", reason);
         self.status = IncidentStatus::Cancelled;
         self.cancelled_at = Some(at);
         Ok(())
@@ -215,6 +246,28 @@ impl Incident {
         self.record(actor, at, "severity_changed", Some(note));
         self.severity = severity;
         Ok(())
+    }
+
+    /// Hands the lead to someone else. Allowed while the incident is open.
+    pub fn set_commander(&mut self, commander: Actor, actor: Actor, at: Timestamp) -> Result<(), IncidentError> {
+        self.check(IncidentAction::SetCommander)?;
+        let note = format!("{} → {}", self.commander, commander);
+        self.record(actor, at, "commander_changed", Some(note));
+        self.commander = commander;
+        Ok(())
+    }
+
+    /// A status update ("rolled back the deploy, watching errors"): posted in the channel and
+    /// announced. Allowed while the incident is open.
+    pub fn status_update(&mut self, text: String, actor: Actor, at: Timestamp) -> Result<(), IncidentError> {
+        self.check(IncidentAction::Update)?;
+        self.record(actor, at, "status_update", Some(text));
+        Ok(())
+    }
+
+    /// The timeline entry of the last change (what a notification of it shows).
+    pub fn last_entry(&self) -> Option<&TimelineEntry> {
+        self.timeline.last()
     }
 
     /// Appends a free-form entry (a mirrored channel reply, a status note). Allowed in any status:
@@ -255,6 +308,9 @@ mod tests {
                 title: "Checkout down".into(),
                 severity: "SEV1".into(),
                 summary: String::new(),
+                commander: None,
+                fields: BTreeMap::new(),
+                private: false,
             },
             Actor::user("u1", "alice"),
             t(0),
@@ -296,14 +352,14 @@ mod tests {
         let err = i.mitigate(Actor::System, t(2)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "cannot mitigate incident INC-42: it is mitigated; allowed now: resolve, cancel, set severity"
+            "cannot mitigate incident INC-42: it is mitigated; allowed now: resolve, cancel, set severity, set commander, update"
         );
     }
 
     #[test]
     fn a_cancelled_incident_is_final() {
         let mut i = declared();
-        i.cancel(Actor::System, t(1)).unwrap();
+        i.cancel(None, Actor::System, t(1)).unwrap();
         let err = i.resolve(Actor::System, t(2)).unwrap_err();
         assert!(err.to_string().contains("final; declare a new incident"), "{err}");
         assert_eq!(i.status, IncidentStatus::Cancelled);
@@ -347,7 +403,7 @@ mod tests {
                 let result = match s {
                     Step::Mitigate => i.mitigate(Actor::System, t(dt)),
                     Step::Resolve => i.resolve(Actor::System, t(dt)),
-                    Step::Cancel => i.cancel(Actor::System, t(dt)),
+                    Step::Cancel => i.cancel(None, Actor::System, t(dt)),
                     Step::Severity => i.set_severity("SEV2".into(), Actor::System, t(dt)),
                 };
                 match result {

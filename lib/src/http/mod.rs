@@ -55,17 +55,18 @@ pub const ROUTES: &[RouteInfo] = &[
     },
     RouteInfo {
         function: "chatops",
-        method: "POST",
+        // Slash commands are configured as POST or GET (mattermost.md §2.1).
+        method: "GET, POST",
         path: "/chatops/command",
         purpose: "/incident slash command",
-        built: false,
+        built: true,
     },
     RouteInfo {
         function: "chatops",
         method: "POST",
         path: "/chatops/dialog",
         purpose: "interactive dialog submissions",
-        built: false,
+        built: true,
     },
     RouteInfo {
         function: "chatops",
@@ -162,6 +163,8 @@ fn routes_of(function: &str) -> Router<AppState> {
             ("/hooks/mattermost/{source_id}", _) => post(intake::mattermost_hook),
             ("/hooks/particle/{source_id}", _) => post(intake::particle_hook),
             ("/chatops/action", _) => post(chatops::button),
+            ("/chatops/command", _) => post(chatops::command).get(chatops::command),
+            ("/chatops/dialog", _) => post(chatops::dialog_submission),
             (_, "GET") => get(not_built),
             _ => post(not_built),
         };

@@ -2,7 +2,7 @@
 //! "retry later" and "record why and move on".
 
 use super::error::MattermostError;
-use super::types::{AppError, Channel, CreatePost, Post, Team, User, WebhookPost};
+use super::types::{AppError, Channel, CreateChannel, CreatePost, Post, Team, User, WebhookPost};
 use crate::config::Secret;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -173,6 +173,95 @@ impl Mattermost {
             return Ok(Vec::new());
         }
         json(res, Call { what: "list the bot's channels", channel: None }).await
+    }
+
+    /// Creates a channel (`POST /api/v4/channels`, 201). `Ok(None)`: the name is taken in the
+    /// team, by a live or an archived channel (400 `store.sql_channel.save_channel.exists` /
+    /// `store.sql_channel.save.archived_channel`).
+    pub async fn create_channel(&self, channel: &CreateChannel) -> Result<Option<Channel>, MattermostError> {
+        let req = self.authed(self.http.post(self.url("/api/v4/channels")).json(channel))?;
+        let res = send(req).await?;
+        match json(res, Call { what: "create the incident channel", channel: None }).await {
+            Ok(c) => Ok(Some(c)),
+            Err(MattermostError::Permanent { id, .. })
+                if id == "store.sql_channel.save_channel.exists.app_error"
+                    || id == "store.sql_channel.save.archived_channel.app_error" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A channel of the team by its name, archived ones included
+    /// (`GET /api/v4/teams/{team}/channels/name/{name}?include_deleted=true`); `None` on 404,
+    /// which is also what a private channel the bot cannot read answers.
+    pub async fn channel_by_name(&self, team_id: &str, name: &str) -> Result<Option<Channel>, MattermostError> {
+        let url = self.url(&format!("/api/v4/teams/{team_id}/channels/name/{name}?include_deleted=true"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        json(res, Call { what: "look up a channel by name", channel: None }).await.map(Some)
+    }
+
+    /// Adds users to a channel (`POST /api/v4/channels/{id}/members` with `user_ids`, 201;
+    /// members already there are not an error).
+    pub async fn add_members(&self, channel_id: &str, user_ids: &[String]) -> Result<(), MattermostError> {
+        let url = self.url(&format!("/api/v4/channels/{channel_id}/members"));
+        let body = serde_json::json!({ "user_ids": user_ids });
+        let res = send(self.authed(self.http.post(url).json(&body))?).await?;
+        json::<serde_json::Value>(res, Call { what: "add people to the incident channel", channel: Some(channel_id) })
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets a channel's header (`PUT /api/v4/channels/{id}/patch`).
+    pub async fn set_header(&self, channel_id: &str, header: &str) -> Result<(), MattermostError> {
+        let url = self.url(&format!("/api/v4/channels/{channel_id}/patch"));
+        let body = serde_json::json!({ "header": header });
+        let res = send(self.authed(self.http.put(url).json(&body))?).await?;
+        json::<Channel>(res, Call { what: "update the incident channel's header", channel: Some(channel_id) })
+            .await
+            .map(|_| ())
+    }
+
+    /// A user by id (`GET /api/v4/users/{id}`); `None` when there is none (404, or a malformed id).
+    pub async fn user(&self, user_id: &str) -> Result<Option<User>, MattermostError> {
+        if user_id.len() != 26 || !user_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        let url = self.url(&format!("/api/v4/users/{user_id}"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        json(res, Call { what: "look up a user", channel: None }).await.map(Some)
+    }
+
+    /// A user by username (`GET /api/v4/users/username/{name}`); `None` when there is none.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, MattermostError> {
+        let url = self.url(&format!("/api/v4/users/username/{username}"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        json(res, Call { what: "look up a user", channel: None }).await.map(Some)
+    }
+
+    /// Opens an interactive dialog (`POST /api/v4/actions/dialogs/open`; the `trigger_id` is the
+    /// credential, valid for 3 s on older servers and 30 s on current ones).
+    pub async fn open_dialog(&self, request: &serde_json::Value) -> Result<(), MattermostError> {
+        let req = self.http.post(self.url("/api/v4/actions/dialogs/open")).json(request);
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        };
+        let res = send(req).await?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(classify(res, Call { what: "open the dialog", channel: None }).await)
     }
 
     /// Posts through an incoming webhook (`POST /hooks/{id}`, answer `ok`). `url` is the

@@ -106,4 +106,21 @@ pub struct Channel {
     /// `O` public, `P` private, `D` direct, `G` group.
     #[serde(default, rename = "type")]
     pub kind: String,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub header: String,
+}
+
+/// `POST /api/v4/channels` (§4.5).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreateChannel {
+    pub team_id: String,
+    pub name: String,
+    pub display_name: String,
+    /// `O` public, `P` private.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub purpose: String,
+    pub header: String,
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod card;
 pub mod connection;
+pub mod incident;
 pub mod job;
 pub mod lambda;
 pub mod notifier;

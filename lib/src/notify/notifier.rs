@@ -12,7 +12,7 @@
 //! webhook) are recorded with the admin's fix and the job is done, so the alert's later events go
 //! on; the next event tries the card again.
 //!
-//! Incident notifications are not built yet: they are recorded as not delivered.
+//! Incidents: see [`super::incident`].
 
 use super::batch::{JobError, JobHandler, Record};
 use super::card;
@@ -25,6 +25,7 @@ use crate::repo::RepoError;
 use crate::repo::alerts::AlertRepo;
 use crate::repo::cards::{Card, CardRepo};
 use crate::repo::deliveries::{Delivery, DeliveryRecord, DeliveryRepo};
+use crate::repo::incidents::IncidentRepo;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,19 +37,33 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
 /// Mattermost remembers a `pending_post_id` for 30 s. A claim older than this may have created
 /// a post that a repeated create would not find again: look for it first.
 const PENDING_MEMORY: Duration = Duration::from_secs(25);
+pub(super) const NO_MATTERMOST: &str = "no Mattermost is configured (add a [mattermost] section to klaxon.toml)";
 /// In an alert storm, a card's count is updated at most this often (a few dozen calls for a
 /// thousand repeats); the last count always arrives through a delayed refresh.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Notifier {
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
     alerts: AlertRepo,
-    deliveries: DeliveryRepo,
+    pub(super) incidents: IncidentRepo,
+    pub(super) deliveries: DeliveryRepo,
     cards: CardRepo,
-    mattermost: Option<Mattermost>,
+    pub(super) mattermost: Option<Mattermost>,
     buttons: Option<card::Buttons>,
     /// Where paced card refreshes are queued (the timer queue).
     timers: Option<Arc<dyn crate::queue::Queue>>,
+}
+
+/// Where Notifier's repositories and clients come from.
+pub struct NotifierParts {
+    pub config: Arc<Config>,
+    pub alerts: AlertRepo,
+    pub incidents: IncidentRepo,
+    pub deliveries: DeliveryRepo,
+    pub cards: CardRepo,
+    pub mattermost: Option<Mattermost>,
+    pub buttons: Option<card::Buttons>,
+    pub timers: Option<Arc<dyn crate::queue::Queue>>,
 }
 
 impl From<RepoError> for JobError {
@@ -61,7 +76,7 @@ impl From<RepoError> for JobError {
 }
 
 /// Why a job could not be delivered now.
-enum Failure {
+pub(super) enum Failure {
     /// Retry the job later.
     Transient(String),
     /// Record this (the admin's fix) and move on.
@@ -82,7 +97,7 @@ impl From<RepoError> for Failure {
 
 /// Calls `f` up to [`CALL_ATTEMPTS`] times while it fails transiently, waiting what a 429 asks
 /// (up to [`MAX_INLINE_WAIT`]) or a short backoff.
-async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, MattermostError>
+pub(super) async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, MattermostError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, MattermostError>>,
@@ -106,16 +121,17 @@ where
 }
 
 impl Notifier {
-    pub fn new(
-        config: Arc<Config>,
-        alerts: AlertRepo,
-        deliveries: DeliveryRepo,
-        cards: CardRepo,
-        mattermost: Option<Mattermost>,
-        buttons: Option<card::Buttons>,
-        timers: Option<Arc<dyn crate::queue::Queue>>,
-    ) -> Self {
-        Notifier { config, alerts, deliveries, cards, mattermost, buttons, timers }
+    pub fn new(p: NotifierParts) -> Self {
+        Notifier {
+            config: p.config,
+            alerts: p.alerts,
+            incidents: p.incidents,
+            deliveries: p.deliveries,
+            cards: p.cards,
+            mattermost: p.mattermost,
+            buttons: p.buttons,
+            timers: p.timers,
+        }
     }
 
     /// `retried`: the job was received before (a previous attempt may have posted its reply).
@@ -132,14 +148,9 @@ impl Notifier {
                     .ok_or_else(|| JobError::Poison(format!("alert {id} of job {} does not exist", job.job_id)))?
                     .value
             }
-            Subject::Incident { .. } => {
-                return self
-                    .not_delivered(job, None, "incident notifications are not built in this version".into())
-                    .await;
-            }
+            Subject::Incident { id } => return self.notify_incident(job, id).await,
         };
         let facts = EventFacts { event: &job.event, source: Some(&alert.source), urgency: Some(alert.urgency) };
-        const NO_MATTERMOST: &str = "no Mattermost is configured (add a [mattermost] section to klaxon.toml)";
         let channel = match (destination(&self.config, &facts), &self.mattermost) {
             (Ok(c), Some(_)) => c.to_string(),
             (Ok(c), None) => return self.not_delivered(job, Some(c.to_string()), NO_MATTERMOST.into()).await,
@@ -191,7 +202,12 @@ impl Notifier {
     }
 
     /// Records why the job was not delivered, and finishes it.
-    async fn not_delivered(&self, job: &NotifyJob, channel: Option<String>, reason: String) -> Result<(), JobError> {
+    pub(super) async fn not_delivered(
+        &self,
+        job: &NotifyJob,
+        channel: Option<String>,
+        reason: String,
+    ) -> Result<(), JobError> {
         tracing::warn!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = channel.as_deref().unwrap_or("(none)"), reason = %reason, "notification NOT delivered");
         let record = DeliveryRecord {
             job_id: job.job_id.clone(),

@@ -18,6 +18,20 @@ fn channel_pk(channel_id: &str) -> String {
     format!("incident-channel#{channel_id}")
 }
 
+/// One item per open incident, so that `/incident list` is one query.
+const OPEN_PK: &str = "incidents-open";
+
+fn open_sk(number: u64) -> String {
+    format!("{number:012}")
+}
+
+fn request_pk(key: &str) -> String {
+    format!("incident-request#{key}")
+}
+
+/// At most this many open incidents are listed.
+pub const OPEN_LIMIT: usize = 200;
+
 impl IncidentRepo {
     pub fn new(store: Arc<dyn Store>) -> Self {
         IncidentRepo { store }
@@ -46,8 +60,43 @@ impl IncidentRepo {
         self.get(number).await
     }
 
-    pub async fn create(&self, incident: &Incident, extra: Vec<Write>) -> Result<(), RepoError> {
-        let mut writes = vec![create_write(incident_pk(incident.id.number), "incident", incident)];
+    /// The incident a request created, by the request's idempotency key (a dialog's nonce).
+    pub async fn get_by_request(&self, key: &str) -> Result<Option<Versioned<Incident>>, RepoError> {
+        let Some(pointer) = self.store.get(&request_pk(key), "incident").await? else { return Ok(None) };
+        match pointer.data.parse::<u64>() {
+            Ok(number) => self.get(number).await,
+            Err(_) => {
+                Err(RepoError::Decode { what: format!("request {key}"), reason: "not an incident number".into() })
+            }
+        }
+    }
+
+    /// The incidents that are neither resolved nor cancelled, oldest first.
+    pub async fn open(&self) -> Result<Vec<Incident>, RepoError> {
+        let items = self.store.query_prefix(OPEN_PK, "", Some(OPEN_LIMIT)).await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Ok(number) = item.data.parse::<u64>() else { continue };
+            if let Some(i) = self.get(number).await? {
+                out.push(i.value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the incident. With `request`, an idempotency key: a second create with the same
+    /// key fails with `AlreadyExists` and writes nothing (`get_by_request` finds the first).
+    pub async fn create(&self, incident: &Incident, request: Option<&str>, extra: Vec<Write>) -> Result<(), RepoError> {
+        let number = incident.id.number;
+        let mut writes = vec![create_write(incident_pk(number), "incident", incident)];
+        if !incident.status.is_final() {
+            let item = Item::new(OPEN_PK, open_sk(number), number.to_string());
+            writes.push(Write::Put { item, condition: Condition::Absent });
+        }
+        if let Some(key) = request {
+            let item = Item::new(request_pk(key), "incident", number.to_string());
+            writes.push(Write::Put { item, condition: Condition::Absent });
+        }
         writes.extend(self.channel_index(incident, None));
         writes.extend(extra);
         self.store.transact(writes).await.map_err(|e| match e {
@@ -64,6 +113,13 @@ impl IncidentRepo {
         extra: Vec<Write>,
     ) -> Result<(), RepoError> {
         let mut writes = vec![update_write(incident_pk(updated.id.number), "incident", updated, read.version)];
+        if updated.status.is_final() && !read.value.status.is_final() {
+            writes.push(Write::Delete {
+                pk: OPEN_PK.into(),
+                sk: open_sk(updated.id.number),
+                condition: Condition::None,
+            });
+        }
         writes.extend(self.channel_index(updated, read.value.channel_id.as_deref()));
         writes.extend(extra);
         self.store.transact(writes).await.map_err(|e| match e {

@@ -6,8 +6,15 @@
 //! webhooks (`ok`; 400 "Invalid webhook"; 501 when disabled). Errors are AppError JSON, and
 //! 429 is `text/plain` "limit exceeded" with `X-Ratelimit-*` and `Retry-After` headers.
 //!
+//! For incidents (channels.rs): channels created, found by name, joined and patched; users by id
+//! and by username; interactive dialogs opened.
+//!
 //! Scriptable: the next N calls of a route fail with a status, a 429, a hang, or are carried out
 //! and then answered 502 (the crash window of a create).
+
+mod channels;
+
+pub use channels::{ALICE_ID, BOB_ID, CAROL_ID, EXPIRED_TRIGGER};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -54,6 +61,12 @@ struct World {
     /// Chaos: this share of the calls (0 to 1) fails with a random fault.
     chaos: f64,
     faults_injected: usize,
+    /// Channels created through the API, by id.
+    channels: HashMap<String, Value>,
+    /// Members of those channels (the bot included), by channel id.
+    channel_members: HashMap<String, HashSet<String>>,
+    /// Dialogs opened, in order.
+    dialogs: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -100,6 +113,13 @@ impl FakeMattermost {
             .route("/api/v4/users/me/teams", get(teams))
             .route("/api/v4/users/me/teams/{team}/channels", get(team_channels))
             .route("/hooks/{id}", post(webhook))
+            .route("/api/v4/channels", post(channels::create))
+            .route("/api/v4/teams/{team}/channels/name/{name}", get(channels::by_name))
+            .route("/api/v4/channels/{id}/members", post(channels::add_members))
+            .route("/api/v4/channels/{id}/patch", put(channels::patch))
+            .route("/api/v4/users/username/{name}", get(channels::user_by_name))
+            .route("/api/v4/users/{id}", get(channels::user))
+            .route("/api/v4/actions/dialogs/open", post(channels::open_dialog))
             .with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Mattermost");
         let url = format!("http://{}", listener.local_addr().expect("fake address"));

@@ -1,0 +1,298 @@
+//! The fake's channels, users and dialogs, as mattermost.md §4.5-§4.10 and §6 describe them.
+
+use super::{
+    BOT_USER_ID, FakeMattermost, Shared, TEAM_ID, accept, app_error, authorised, before, now_ms, session_expired,
+};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+pub const ALICE_ID: &str = "a11cea11cea11cea11cea11ce0";
+pub const BOB_ID: &str = "b0bb0bb0bb0bb0bb0bb0bb0bb0";
+pub const CAROL_ID: &str = "ca201ca201ca201ca201ca2010";
+/// A `trigger_id` the fake treats as expired (§6.2).
+pub const EXPIRED_TRIGGER: &str = "expired-trigger";
+
+fn users() -> [(&'static str, &'static str); 3] {
+    [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol")]
+}
+
+fn user_json(id: &str, name: &str) -> Value {
+    json!({"id": id, "username": name, "is_bot": false, "roles": "system_user", "delete_at": 0})
+}
+
+/// Current servers' identifier rule (§4.5): `^[a-z0-9]+([a-z\-\_0-9]+|(__)?)[a-z0-9]*$`, with the
+/// 2021 rule's alphanumeric end too, so names valid on old servers are what passes.
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.len() >= 2
+        && b.len() <= 64
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-' || *c == b'_')
+        && !name.contains("__")
+}
+
+impl FakeMattermost {
+    /// Channels created through the API, oldest first.
+    pub fn created_channels(&self) -> Vec<Value> {
+        self.with(|w| {
+            let mut all: Vec<Value> = w.channels.values().cloned().collect();
+            all.sort_by_key(|c| c["create_at"].as_i64().unwrap_or(0));
+            all
+        })
+    }
+
+    /// A channel that someone else created already (a name clash), or an archived one.
+    pub fn add_channel(&self, id: &str, name: &str, purpose: &str, archived: bool) {
+        self.with(|w| {
+            let c = json!({"id": id, "team_id": TEAM_ID, "name": name, "display_name": name, "type": "O",
+                           "purpose": purpose, "header": "", "create_at": 0, "delete_at": if archived { 1 } else { 0 }});
+            w.channels.insert(id.to_string(), c);
+        });
+    }
+
+    pub fn channel_members(&self, channel_id: &str) -> Vec<String> {
+        self.with(|w| {
+            let mut m: Vec<String> = w.channel_members.get(channel_id).into_iter().flatten().cloned().collect();
+            m.sort();
+            m
+        })
+    }
+
+    pub fn dialogs(&self) -> Vec<Value> {
+        self.with(|w| w.dialogs.clone())
+    }
+}
+
+pub(super) async fn create(State(world): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (then_502, req) = match accept(&world, "channel", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let field = |k: &str| req[k].as_str().unwrap_or_default().to_string();
+    let (team, name, display, kind) = (field("team_id"), field("name"), field("display_name"), field("type"));
+    if team.is_empty() || display.is_empty() {
+        let which = if team.is_empty() { "team_id" } else { "display_name" };
+        return app_error(
+            400,
+            "api.context.invalid_body_param.app_error",
+            &format!("Invalid or missing {which} in request body."),
+        );
+    }
+    if team != TEAM_ID {
+        return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
+    }
+    if !valid_name(&name) {
+        return app_error(
+            400,
+            "model.channel.is_valid.1_or_more.app_error",
+            "Name must be 1 or more lowercase alphanumeric characters.",
+        );
+    }
+    if display.chars().count() > 64 {
+        return app_error(400, "model.channel.is_valid.display_name.app_error", "Invalid display name.");
+    }
+    if field("header").chars().count() > 1024 {
+        return app_error(400, "model.channel.is_valid.header.app_error", "Invalid header.");
+    }
+    if kind != "O" && kind != "P" {
+        return app_error(400, "model.channel.is_valid.type.app_error", "Invalid type.");
+    }
+    let mut w = world.lock().expect("fake lock");
+    if let Some(existing) = w.channels.values().find(|c| c["name"] == name.as_str() && c["team_id"] == team.as_str()) {
+        return if existing["delete_at"].as_i64().unwrap_or(0) > 0 {
+            app_error(
+                400,
+                "store.sql_channel.save.archived_channel.app_error",
+                "A channel with that name was previously created.",
+            )
+        } else {
+            app_error(
+                400,
+                "store.sql_channel.save_channel.exists.app_error",
+                "A channel with that name already exists on the same team.",
+            )
+        };
+    }
+    w.next_id += 1;
+    let id = format!("{:0>26}", format!("chan{}", w.next_id));
+    let now = now_ms();
+    let channel = json!({"id": id, "create_at": now, "update_at": now, "delete_at": 0, "team_id": team, "type": kind,
+                         "display_name": display, "name": name, "header": req["header"], "purpose": req["purpose"],
+                         "creator_id": BOT_USER_ID});
+    w.channels.insert(id.clone(), channel.clone());
+    w.channel_members.entry(id.clone()).or_default().insert(BOT_USER_ID.to_string());
+    w.members.insert(id);
+    if then_502 {
+        return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
+    }
+    (StatusCode::CREATED, Json(channel)).into_response()
+}
+
+pub(super) async fn by_name(
+    State(world): State<Shared>,
+    Path((team, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = before(&world, "channel_by_name").await {
+        return r;
+    }
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    let w = world.lock().expect("fake lock");
+    let found = w.channels.values().find(|c| c["name"] == name.as_str() && c["team_id"] == team.as_str());
+    match found {
+        // A private channel the bot is not in is hidden behind the same 404 (§4.6).
+        Some(c) if c["type"] == "P" && !w.members.contains(c["id"].as_str().unwrap_or_default()) => {
+            app_error(404, "app.channel.get_by_name.missing.app_error", "Channel does not exist.")
+        }
+        Some(c) => Json(c.clone()).into_response(),
+        None => app_error(404, "app.channel.get_by_name.missing.app_error", "Channel does not exist."),
+    }
+}
+
+pub(super) async fn add_members(
+    State(world): State<Shared>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (then_502, req) = match accept(&world, "members", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut ids: Vec<String> =
+        req["user_ids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    if let Some(one) = req["user_id"].as_str() {
+        ids.push(one.to_string());
+    }
+    let mut w = world.lock().expect("fake lock");
+    if !w.members.contains(&channel) {
+        return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
+    }
+    if let Some(unknown) = ids.iter().find(|id| !users().iter().any(|(u, _)| u == id)) {
+        return app_error(
+            404,
+            "app.team.get_member.missing.app_error",
+            &format!("No team member found for user {unknown}."),
+        );
+    }
+    let members = w.channel_members.entry(channel.clone()).or_default();
+    members.extend(ids.iter().cloned());
+    if then_502 {
+        return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
+    }
+    let out: Vec<Value> =
+        ids.iter().map(|u| json!({"channel_id": channel, "user_id": u, "roles": "channel_user"})).collect();
+    (StatusCode::CREATED, Json(Value::Array(out))).into_response()
+}
+
+pub(super) async fn patch(
+    State(world): State<Shared>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (then_502, req) = match accept(&world, "patch_channel", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut w = world.lock().expect("fake lock");
+    if !w.channels.contains_key(&channel) {
+        return app_error(404, "app.channel.get.existing.app_error", "Unable to find the existing channel.");
+    }
+    let patchable = ["display_name", "name", "header", "purpose"];
+    if !patchable.iter().any(|k| req.get(*k).is_some()) {
+        return app_error(400, "api.channel.patch_update_channel.no_changes.app_error", "No changes.");
+    }
+    if !w.members.contains(&channel) {
+        return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
+    }
+    if req["header"].as_str().is_some_and(|h| h.chars().count() > 1024) {
+        return app_error(400, "model.channel.is_valid.header.app_error", "Invalid header.");
+    }
+    let Some(c) = w.channels.get_mut(&channel) else {
+        return app_error(404, "app.channel.get.existing.app_error", "Unable to find the existing channel.");
+    };
+    let old_header = c["header"].clone();
+    for k in patchable {
+        if let Some(v) = req.get(k) {
+            c[k] = v.clone();
+        }
+    }
+    let updated = c.clone();
+    if let Some(new_header) = req.get("header").filter(|h| **h != old_header) {
+        // A changed header posts a system message (§4.9).
+        w.next_id += 1;
+        let id = format!("{:0>26}", format!("post{}", w.next_id));
+        let now = now_ms();
+        let post = json!({"id": id, "create_at": now, "update_at": now, "user_id": BOT_USER_ID, "channel_id": channel,
+            "root_id": "", "type": "system_header_change", "message": format!("@klaxon-bot updated the channel header to: {}", new_header.as_str().unwrap_or_default()),
+            "props": {"username": "klaxon-bot", "old_header": old_header, "new_header": new_header, "from_bot": "true"}});
+        w.posts.insert(id.clone(), post);
+        w.order.push(id);
+    }
+    if then_502 {
+        return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
+    }
+    Json(updated).into_response()
+}
+
+pub(super) async fn user_by_name(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    match users().iter().find(|(_, n)| *n == name) {
+        Some((id, n)) => Json(user_json(id, n)).into_response(),
+        None => app_error(404, "app.user.missing_account.const", "Unable to find the user."),
+    }
+}
+
+pub(super) async fn user(Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return session_expired();
+    }
+    if id.len() != 26 {
+        return app_error(
+            400,
+            "api.context.invalid_url_param.app_error",
+            "Invalid or missing user_id parameter in request URL.",
+        );
+    }
+    match users().iter().find(|(u, _)| *u == id) {
+        Some((id, n)) => Json(user_json(id, n)).into_response(),
+        None => app_error(404, "app.user.missing_account.const", "Unable to find the user."),
+    }
+}
+
+/// `POST /api/v4/actions/dialogs/open`: no session needed, the trigger id is the credential.
+pub(super) async fn open_dialog(State(world): State<Shared>, body: Bytes) -> Response {
+    if let Err(r) = before(&world, "dialog").await {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return app_error(
+            400,
+            "api.context.invalid_body_param.app_error",
+            "Invalid or missing dialog in request body.",
+        );
+    };
+    if req["url"].as_str().is_none_or(str::is_empty) {
+        return app_error(400, "api.context.invalid_body_param.app_error", "Invalid or missing url in request body.");
+    }
+    if req["trigger_id"] == EXPIRED_TRIGGER {
+        return app_error(
+            400,
+            "interactive_message.decode_trigger_id.expired",
+            "Trigger ID for interactive dialog is expired.",
+        );
+    }
+    world.lock().expect("fake lock").dialogs.push(req);
+    Json(json!({"status": "OK"})).into_response()
+}
