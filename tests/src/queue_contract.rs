@@ -32,7 +32,7 @@ macro_rules! queue_contract_tests {
             unacknowledged_message_comes_back_after_the_visibility_timeout,
             deleted_message_never_comes_back_and_delete_is_retry_safe,
             message_moves_to_the_dead_letter_queue_after_max_receives, invalid_receives_are_refused,
-            a_consumer_can_push_a_message_back_for_later);
+            a_consumer_can_push_a_message_back_for_later, a_batch_of_deletes_removes_each_message_once);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -208,6 +208,32 @@ where
     q.queue.delete(&got[0].receipt).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(receive_all(&q, VT).await.is_empty());
+}
+
+pub async fn a_batch_of_deletes_removes_each_message_once<F, Fut>(make: F)
+where
+    F: Fn(QueueKind, u32) -> Fut,
+    Fut: std::future::Future<Output = Option<TestQueue>>,
+{
+    let Some(q) = make(QueueKind::Fifo, 5).await else {
+        return;
+    };
+    for i in 0..12 {
+        q.queue.send(OutgoingMessage::fifo(format!("m{i}"), format!("g{i}"), format!("d{i}"))).await.unwrap();
+    }
+    let mut receipts = Vec::new();
+    for _ in 0..3 {
+        receipts.extend(receive_all(&q, VT).await.into_iter().map(|m| m.receipt));
+    }
+    assert_eq!(receipts.len(), 12);
+    let (first, rest) = receipts.split_at(11);
+    q.queue.delete_batch(first).await.unwrap();
+    q.queue.delete_batch(first).await.expect("deleting again is not an error");
+    q.queue.delete_batch(&[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let back = receive_all(&q, VT).await;
+    assert_eq!(bodies(&back), ["m11"], "only the message not deleted comes back");
+    assert_ne!(back[0].receipt, rest[0]);
 }
 
 pub async fn message_moves_to_the_dead_letter_queue_after_max_receives<F, Fut>(make: F)

@@ -163,10 +163,12 @@ impl Notifier {
         };
         // The card lives where the alert's trigger was routed. An event routed elsewhere still
         // brings the card up to date, and gets a post of its own in its channel.
-        let card_channel = self.card_channel(&alert).await?;
+        // Read once: the card decides where the card lives and is where its update starts.
+        let card = self.cards.get(&alert.id).await?;
+        let card_channel = self.card_channel(&alert, card.as_ref());
         let card_here = card_channel.is_some() && card_channel == dest.channel_id;
         if let Some(card_id) = card_channel.as_ref().filter(|_| !card_here) {
-            match self.bot_card(mm, job, &alert, card_id, None).await {
+            match self.bot_card(mm, job, &alert, card_id, None, card.clone()).await {
                 Ok(_) => {}
                 Err(Failure::Transient(why)) => return Err(JobError::Transient(why)),
                 Err(Failure::Permanent(why)) => {
@@ -180,7 +182,7 @@ impl Notifier {
             return self.not_delivered(job, Some(channel), why).await;
         }
         let outcome = match (&dest.channel_id, &dest.webhook) {
-            (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, Some(retried)).await,
+            (Some(channel_id), _) if card_here => self.bot_card(mm, job, &alert, channel_id, Some(retried), card).await,
             (Some(channel_id), _) => self.own_post(mm, job, &alert, channel_id).await,
             (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
             (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
@@ -221,13 +223,13 @@ impl Notifier {
     /// The bot channel id the alert's card lives in: its record's, once it has one (the alert's
     /// urgency may have been raised since, routing its trigger elsewhere), else where its
     /// `alert.triggered` is routed now.
-    async fn card_channel(&self, alert: &Alert) -> Result<Option<String>, RepoError> {
-        if let Some(card) = self.cards.get(&alert.id).await? {
-            return Ok(Some(card.value.channel_id));
+    fn card_channel(&self, alert: &Alert, card: Option<&crate::repo::Versioned<Card>>) -> Option<String> {
+        if let Some(card) = card {
+            return Some(card.value.channel_id.clone());
         }
         let facts = EventFacts { event: "alert.triggered", source: Some(&alert.source), urgency: Some(alert.urgency) };
-        let Ok(name) = destination(&self.config, &facts) else { return Ok(None) };
-        Ok(self.config.channels.get(name).and_then(|c| c.channel_id.clone()))
+        let name = destination(&self.config, &facts).ok()?;
+        self.config.channels.get(name).and_then(|c| c.channel_id.clone())
     }
 
     /// A post of its own for an event routed to another bot channel than the card's.
@@ -269,8 +271,9 @@ impl Notifier {
         alert: &Alert,
         channel_id: &str,
         reply: Option<bool>,
+        read: Option<crate::repo::Versioned<Card>>,
     ) -> Result<String, Failure> {
-        let mut card = self.ensure_card(mm, alert, channel_id).await?;
+        let mut card = self.ensure_card(mm, alert, channel_id, read).await?;
         let post_id = card.value.post_id.clone().unwrap_or_default();
         if card.value.rendered_revision < alert.revision {
             let now = jiff::Timestamp::now();
@@ -353,8 +356,9 @@ impl Notifier {
         mm: &Mattermost,
         alert: &Alert,
         channel_id: &str,
+        read: Option<crate::repo::Versioned<Card>>,
     ) -> Result<crate::repo::Versioned<Card>, Failure> {
-        let (claim, fresh) = match self.cards.get(&alert.id).await? {
+        let (claim, fresh) = match read {
             Some(card) if card.value.post_id.is_some() => return Ok(card),
             Some(claim) => (claim, false),
             None => match self.cards.claim(&alert.id, channel_id).await {

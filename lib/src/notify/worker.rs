@@ -53,6 +53,7 @@ impl Worker {
                 })
                 .collect();
             let report = handle_batch(self.handler.as_ref(), &records).await;
+            let mut finished = Vec::with_capacity(messages.len());
             for (m, r) in messages.iter().zip(&records) {
                 let mut retry = report.failed.contains(&m.message_id);
                 if report.poisoned.contains(&m.message_id) {
@@ -71,10 +72,13 @@ impl Worker {
                     if let Err(e) = self.queue.change_visibility(&m.receipt, after).await {
                         tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot delay a failed message; it comes back after the visibility timeout");
                     }
-                } else if let Err(e) = self.queue.delete(&m.receipt).await {
-                    // The job was done; it will come back and be skipped by its delivery record.
-                    tracing::warn!(worker = self.name, message_id = %m.message_id, error = %e, "cannot delete a finished message");
+                } else {
+                    finished.push(m.receipt.clone());
                 }
+            }
+            if let Err(e) = self.queue.delete_batch(&finished).await {
+                // The jobs were done; they will come back and be skipped by their delivery records.
+                tracing::warn!(worker = self.name, messages = finished.len(), error = %e, "cannot delete finished messages");
             }
         }
         tracing::info!(worker = self.name, "worker stopped");

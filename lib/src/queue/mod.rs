@@ -117,6 +117,16 @@ pub trait Queue: Send + Sync {
     /// deleted) is not an error: deletes must be safe to retry.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
 
+    /// Deletes several received messages in as few round trips as the backend allows (one
+    /// SQLite transaction; SQS `DeleteMessageBatch` per 10). Receipts that no longer match are
+    /// not an error. The default deletes one at a time.
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        for r in receipts {
+            self.delete(r).await?;
+        }
+        Ok(())
+    }
+
     /// Makes a received message visible again `after` from now (SQS `ChangeMessageVisibility`,
     /// at most 12 hours): how a consumer backs off before the next try. A receipt that no
     /// longer matches is not an error.

@@ -240,6 +240,23 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let (name, receipts) = (self.name.clone(), receipts.to_vec());
+        self.db
+            .run(move |tx| {
+                let mut stmt = tx.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")?;
+                for r in &receipts {
+                    stmt.execute(params![name, r])?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn dead_letter_queue(&self) -> Result<Option<Arc<dyn Queue>>, QueueError> {
         // The tables exist already (this queue opened them), so nothing is set up here.
         Ok(self.redrive.as_ref().map(|r| {

@@ -155,6 +155,39 @@ impl Queue for SqsQueue {
         }
     }
 
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        for chunk in receipts.chunks(crate::queue::MAX_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(backend)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(backend)?;
+            // Per-entry failures: a receipt that no longer matches is fine (deletes are
+            // retried); anything else is reported.
+            if let Some(f) = out.failed().iter().find(|f| f.code() != "ReceiptHandleIsInvalid") {
+                return Err(QueueError::Backend {
+                    backend: "SQS",
+                    message: format!("DeleteMessageBatch refused entry {}: {}", f.id(), f.code()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn dead_letter_queue(&self) -> Result<Option<std::sync::Arc<dyn Queue>>, QueueError> {
         let attrs = self
             .client
