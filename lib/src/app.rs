@@ -94,6 +94,19 @@ impl AppState {
         crate::incidents::service::Incidents::new(self.config.clone(), self.incidents(), self.outbox())
     }
 
+    /// Reads open incidents' channels into their timelines, when incidents are on and a bot
+    /// is configured.
+    pub fn channel_reader(&self) -> Option<crate::incidents::mirror::ChannelReader> {
+        let bot = self.config.mattermost.as_ref()?.bot_token.as_ref();
+        if !self.config.incidents.enabled || bot.is_none() {
+            return None;
+        }
+        Some(crate::incidents::mirror::ChannelReader {
+            incidents: self.incident_service(),
+            mattermost: self.mattermost()?,
+        })
+    }
+
     pub fn intake(&self) -> Intake {
         Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
     }

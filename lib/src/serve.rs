@@ -76,6 +76,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .collect();
 
     let sweeper = tokio::spawn(sweep_loop(state.outbox(), state.store.clone(), stop_rx.clone()));
+    let reader = state.channel_reader().map(|r| tokio::spawn(mirror_loop(r, stop_rx.clone())));
 
     let app = crate::http::all(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -85,6 +86,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = w.await;
     }
     let _ = sweeper.await;
+    if let Some(r) = reader {
+        let _ = r.await;
+    }
     served.map_err(ServeError::Server)?;
     println!("Klaxon stopped.");
     Ok(())
@@ -104,6 +108,26 @@ async fn sweep_loop(outbox: crate::notify::outbox::Outbox, store: Arc<dyn Store>
             Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again later"),
         }
         purge_expired(store.as_ref()).await;
+    }
+}
+
+/// How often `klaxon serve` reads the open incidents' channels.
+const MIRROR_EVERY: Duration = Duration::from_secs(5);
+
+/// Mirrors what people write in incident channels into the incidents' timelines.
+async fn mirror_loop(reader: crate::incidents::mirror::ChannelReader, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MIRROR_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match reader.read_all().await {
+            Ok(r) if r.added > 0 => {
+                tracing::info!(messages = r.added, channels = r.channels, "mirrored incident channel messages")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading incident channels failed; trying again later"),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 const ANNOUNCE: &str = "ann0unc3ann0unc3ann0unc3an";
 const TOWN_SQUARE: &str = "4xp9fdt2pjrnbqkxhq8w1ctmhe";
 const COMMAND_TOKEN: &str = "sl4shc0mm4ndt0k3n000000000";
+const MIRROR_TOKEN: &str = "m1rr0rt0k3nm1rr0rt0k3n0000";
 
 fn config(mm: &FakeMattermost) -> String {
     format!(
@@ -40,6 +41,7 @@ announce = ["incident.started", "incident.severity_changed", "incident.resolved"
 severities = ["SEV1", "SEV2", "SEV3"]
 default_severity = "SEV3"
 command_token = "{COMMAND_TOKEN}"
+mirror_token = "{MIRROR_TOKEN}"
 [[incidents.dialog_fields]]
 name = "service"
 display_name = "Affected service"
@@ -177,7 +179,10 @@ macro_rules! all_cases {
             the_lifecycle_in_the_channel_updates_header_posts_and_announcements,
             commands_outside_an_incident_channel_say_where_to_run_them,
             a_taken_channel_name_gets_a_suffix_and_a_crashed_create_is_adopted,
-            a_bot_that_may_not_create_channels_is_recorded_with_the_fix);
+            a_bot_that_may_not_create_channels_is_recorded_with_the_fix,
+            the_channel_reader_mirrors_each_human_message_once_across_restarts,
+            the_channel_reader_pages_back_past_mattermosts_1000_post_cap,
+            the_mirror_webhook_adds_each_post_once_and_skips_the_bot);
     };
 }
 
@@ -437,4 +442,109 @@ async fn a_bot_that_may_not_create_channels_is_recorded_with_the_fix(rig: Rig) {
         .unwrap();
     rig.notify().await;
     assert_eq!(rig.incident_channel()["name"], "inc-1-checkout-is-down");
+}
+
+fn messages(incident: &klaxon::domain::Incident) -> Vec<String> {
+    incident
+        .timeline
+        .iter()
+        .filter(|e| e.what == "message")
+        .map(|e| format!("{}: {}", e.actor, e.note.as_deref().unwrap_or_default()))
+        .collect()
+}
+
+async fn the_channel_reader_mirrors_each_human_message_once_across_restarts(rig: Rig) {
+    let channel = declare(&rig, "Checkout is down").await;
+    rig.mm.post_as(ALICE_ID, &channel, "looking at the db");
+    rig.mm.system_post(&channel, "bob joined the channel.");
+    rig.mm.post_as(BOB_ID, &channel, "errors dropped after the rollback");
+    let reader = rig.app.state.channel_reader().expect("incidents and a bot are configured");
+    let report = reader.read_all().await.unwrap();
+    assert_eq!((report.channels, report.added), (1, 2), "{report:?}");
+    let incident = rig.app.state.incidents().get(1).await.unwrap().unwrap().value;
+    assert_eq!(messages(&incident), ["@alice: looking at the db", "@bob: errors dropped after the rollback"]);
+    assert!(incident.mirrored_until.is_some());
+
+    // The bot's own posts (the opening, status lines) never come back as messages, and a
+    // second pass adds nothing.
+    rig.slash(&channel, "update rolled back").await;
+    rig.notify().await;
+    assert_eq!(reader.read_all().await.unwrap().added, 0);
+
+    // Mattermost down for one pass, then a new process (a restart) reading on from the cursor.
+    rig.mm.post_as(CAROL_ID, &channel, "customers confirm it works");
+    rig.mm.fail_next("list", 1, Fault::Status(503));
+    let report = reader.read_all().await.unwrap();
+    assert_eq!((report.added, report.failed.len()), (0, 1), "{report:?}");
+    let restarted = TestApp::from_state(rig.app.state.clone(), rig.app);
+    let reader = restarted.state.channel_reader().unwrap();
+    assert_eq!(reader.read_all().await.unwrap().added, 1);
+    let incident = restarted.state.incidents().get(1).await.unwrap().unwrap().value;
+    assert_eq!(messages(&incident).len(), 3);
+    let status = klaxon::incidents::render::status(&incident, jiff::Timestamp::now());
+    assert!(status.contains("@carol · message: customers confirm it works"), "{status}");
+}
+
+async fn the_channel_reader_pages_back_past_mattermosts_1000_post_cap(rig: Rig) {
+    let channel = declare(&rig, "Noisy").await;
+    for i in 0..1100 {
+        rig.mm.post_as(BOB_ID, &channel, &format!("msg {i}"));
+    }
+    let reader = rig.app.state.channel_reader().unwrap();
+    let report = reader.read_all().await.unwrap();
+    assert_eq!(report.added, klaxon::incidents::mirror::MAX_MIRRORED);
+    let incident = rig.app.state.incidents().get(1).await.unwrap().unwrap().value;
+    let got = messages(&incident);
+    assert_eq!(got[0], "@bob: msg 0", "the oldest posts were read too, by paging back");
+    assert_eq!(got[499], "@bob: msg 499");
+    assert_eq!(reader.read_all().await.unwrap().added, 0, "the cap holds");
+}
+
+async fn mirror_hook(rig: &Rig, channel: &str, user: (&str, &str), post_id: &str, text: &str, token: &str) -> Value {
+    let form = String::from_utf8(klaxon_tests::fixture("mattermost/outgoing-webhook.form"))
+        .unwrap()
+        .replace("4xp9fdt2pjrnbqkxhq8w1ctmhe", channel)
+        .replace("ymb5ng8qo3fxtjnz6kby8ttbme", post_id)
+        .replace("c9whso3ybtyxjbd6xpwqztmx7c", user.0)
+        .replace("user_name=alice", &format!("user_name={}", user.1))
+        .replace("7kmxqf1b9jdzfcbj1d3u7uwqyo", token)
+        .replace("trigger_word=%23alert", "trigger_word=");
+    let text_param = serde_urlencoded::to_string([("text", text)]).unwrap();
+    let form = form
+        .split('&')
+        .map(|kv| if kv.starts_with("text=") { text_param.as_str() } else { kv })
+        .collect::<Vec<_>>()
+        .join("&");
+    let req = Request::post("/chatops/mirror")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap();
+    call(rig, req).await
+}
+
+async fn the_mirror_webhook_adds_each_post_once_and_skips_the_bot(rig: Rig) {
+    let channel = declare(&rig, "Checkout is down").await;
+    let alice = (ALICE_ID, "alice");
+    assert_eq!(
+        mirror_hook(&rig, &channel, alice, "p0st1p0st1p0st1p0st1p0st1p", "db is back", MIRROR_TOKEN).await,
+        json!({})
+    );
+    assert_eq!(
+        mirror_hook(&rig, &channel, alice, "p0st1p0st1p0st1p0st1p0st1p", "db is back", MIRROR_TOKEN).await,
+        json!({})
+    );
+    let bot = (BOT_USER_ID, "klaxon-bot");
+    mirror_hook(&rig, &channel, bot, "b0tp0stb0tp0stb0tp0stb0tp", "**Mitigated** by @alice", MIRROR_TOKEN).await;
+    // A single mirror channel: messages naming the incident go to it, others are ignored.
+    mirror_hook(&rig, TOWN_SQUARE, (BOB_ID, "bob"), "p0st2p0st2p0st2p0st2p0st2p", "INC-1: rollback done", MIRROR_TOKEN)
+        .await;
+    mirror_hook(&rig, TOWN_SQUARE, (BOB_ID, "bob"), "p0st3p0st3p0st3p0st3p0st3p", "lunch?", MIRROR_TOKEN).await;
+    let refused =
+        mirror_hook(&rig, &channel, alice, "p0st4p0st4p0st4p0st4p0st4p", "sneaky", "wr0ngt0k3nwr0ngt0k3nwr0ngt").await;
+    assert!(refused["text"].as_str().unwrap().contains("does not match incidents.mirror_token"), "{refused}");
+    let incident = rig.app.state.incidents().get(1).await.unwrap().unwrap().value;
+    assert_eq!(messages(&incident), ["@alice: db is back", "@bob: INC-1: rollback done"]);
+    // The channel reader does not add the same posts again (the webhook's post ids are the posts').
+    let retro = klaxon::incidents::render::retrospective(&incident, jiff::Timestamp::now());
+    assert!(retro.contains("@alice · message: db is back"), "{retro}");
 }

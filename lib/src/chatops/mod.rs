@@ -4,5 +4,6 @@
 pub mod action;
 pub mod command;
 pub mod dialog;
+pub mod mirror;
 pub mod signing;
 pub mod slash;

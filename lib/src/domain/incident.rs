@@ -177,6 +177,9 @@ pub struct Incident {
     /// Its name (what `~name` links to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_name: Option<String>,
+    /// How far the channel has been read for mirroring: the newest post's `update_at` (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored_until: Option<i64>,
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mitigated_at: Option<Timestamp>,
@@ -206,6 +209,7 @@ impl Incident {
             declared_by: actor.clone(),
             channel_id: None,
             channel_name: None,
+            mirrored_until: None,
             started_at: at,
             mitigated_at: None,
             resolved_at: None,
@@ -276,6 +280,25 @@ impl Incident {
         self.record(actor, at, "note", Some(text.into()));
     }
 
+    /// Appends a message people wrote in the incident's channel, once per Mattermost post:
+    /// returns false (and changes nothing) when that post is already in the timeline. Allowed in
+    /// any status, like [`Incident::note`].
+    pub fn mirror(&mut self, post_id: &str, actor: Actor, at: Timestamp, text: impl Into<String>) -> bool {
+        if self.timeline.iter().any(|e| e.post_id.as_deref() == Some(post_id)) {
+            return false;
+        }
+        self.record(actor, at, "message", Some(text.into()));
+        if let Some(last) = self.timeline.last_mut() {
+            last.post_id = Some(post_id.to_string());
+        }
+        true
+    }
+
+    /// How many channel messages the timeline holds.
+    pub fn mirrored(&self) -> usize {
+        self.timeline.iter().filter(|e| e.post_id.is_some()).count()
+    }
+
     fn check(&self, action: IncidentAction) -> Result<(), IncidentError> {
         if self.status.allowed().contains(&action) {
             Ok(())
@@ -287,7 +310,7 @@ impl Incident {
     fn record(&mut self, actor: Actor, at: Timestamp, what: &str, note: Option<String>) -> Timestamp {
         let at = at.max(self.updated_at);
         self.updated_at = at;
-        self.timeline.push(TimelineEntry { at, actor, what: what.to_string(), note });
+        self.timeline.push(TimelineEntry { at, actor, what: what.to_string(), note, post_id: None });
         at
     }
 }
@@ -363,6 +386,16 @@ mod tests {
         let err = i.resolve(Actor::System, t(2)).unwrap_err();
         assert!(err.to_string().contains("final; declare a new incident"), "{err}");
         assert_eq!(i.status, IncidentStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_mirrored_post_is_added_once() {
+        let mut i = declared();
+        assert!(i.mirror("p1", Actor::user("u2", "bob"), t(5), "checking the db"));
+        assert!(!i.mirror("p1", Actor::user("u2", "bob"), t(6), "checking the db"), "the same post again");
+        assert_eq!(i.timeline.len(), 2);
+        assert_eq!(i.mirrored(), 1);
+        assert_eq!(i.timeline[1].what, "message");
     }
 
     #[test]

@@ -45,10 +45,14 @@ pub struct TimelineEntry {
     pub what: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The Mattermost post this entry mirrors (a reply in an incident channel), so that the same
+    /// post is never added twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_id: Option<String>,
 }
 
 impl TimelineEntry {
     pub fn new(at: Timestamp, actor: Actor, what: impl Into<String>) -> Self {
-        TimelineEntry { at, actor, what: what.into(), note: None }
+        TimelineEntry { at, actor, what: what.into(), note: None, post_id: None }
     }
 }

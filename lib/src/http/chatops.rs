@@ -8,6 +8,7 @@ use crate::chatops::action::{self, ActionRequest};
 use crate::chatops::dialog::{self, Submission};
 use crate::chatops::slash::{self, SlashRequest};
 use crate::embedded::with_deadline;
+use crate::ingest::mattermost::Encoding;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -58,4 +59,14 @@ pub async fn dialog_submission(State(state): State<AppState>, body: Body) -> Jso
         return Json(json!({ "error": "This request is not a Mattermost dialog submission; nothing was declared." }));
     };
     Json(with_deadline(INTAKE_DEADLINE, dialog::submit(&state, &submission)).await)
+}
+
+/// `POST /chatops/mirror`: an outgoing webhook mirroring incident-channel messages.
+pub async fn mirror(State(state): State<AppState>, headers: axum::http::HeaderMap, body: Body) -> Json<Value> {
+    let media = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let encoding = if media.starts_with("application/json") { Encoding::Json } else { Encoding::Form };
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return Json(json!({ "text": "The message could not be read; nothing was recorded." }));
+    };
+    Json(with_deadline(INTAKE_DEADLINE, crate::chatops::mirror::handle(&state, encoding, &bytes)).await)
 }

@@ -80,7 +80,7 @@ pub const ROUTES: &[RouteInfo] = &[
         method: "POST",
         path: "/chatops/mirror",
         purpose: "incident-channel replies (outgoing webhook)",
-        built: false,
+        built: true,
     },
     RouteInfo {
         function: "chatops",
@@ -165,6 +165,7 @@ fn routes_of(function: &str) -> Router<AppState> {
             ("/chatops/action", _) => post(chatops::button),
             ("/chatops/command", _) => post(chatops::command).get(chatops::command),
             ("/chatops/dialog", _) => post(chatops::dialog_submission),
+            ("/chatops/mirror", _) => post(chatops::mirror),
             (_, "GET") => get(not_built),
             _ => post(not_built),
         };

@@ -2,5 +2,6 @@
 //! Mattermost is told about them.
 
 pub mod channel_name;
+pub mod mirror;
 pub mod render;
 pub mod service;

@@ -129,6 +129,46 @@ impl Mattermost {
             .cloned())
     }
 
+    /// Posts of a channel created, edited or deleted after `since_ms` (`?since=`, at most 1000,
+    /// newest first), and when that many came back, the older ones page by page
+    /// (`?before=&per_page=200`) down to `since_ms`. Returned oldest first.
+    pub async fn posts_since(&self, channel_id: &str, since_ms: i64) -> Result<Vec<Post>, MattermostError> {
+        const SINCE_CAP: usize = 1000;
+        const PAGE: usize = 200;
+        let mut out = self.post_list(channel_id, &format!("since={since_ms}")).await?;
+        if out.len() >= SINCE_CAP {
+            for _ in 0..50 {
+                let Some(oldest) = out.last().map(|p| p.id.clone()) else { break };
+                let page = self.post_list(channel_id, &format!("before={oldest}&per_page={PAGE}")).await?;
+                let full = page.len() >= PAGE;
+                let newer: Vec<Post> = page.into_iter().filter(|p| p.update_at > since_ms).collect();
+                let done = !full || newer.is_empty();
+                out.extend(newer);
+                if done {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One `GET /api/v4/channels/{id}/posts?...`, the posts of `order` (newest first).
+    async fn post_list(&self, channel_id: &str, query: &str) -> Result<Vec<Post>, MattermostError> {
+        #[derive(serde::Deserialize)]
+        struct PostList {
+            #[serde(default)]
+            order: Vec<String>,
+            #[serde(default)]
+            posts: std::collections::HashMap<String, Post>,
+        }
+        let url = self.url(&format!("/api/v4/channels/{channel_id}/posts?{query}"));
+        let res = send(self.authed(self.http.get(url))?).await?;
+        let mut list: PostList =
+            json(res, Call { what: "read the incident channel", channel: Some(channel_id) }).await?;
+        Ok(list.order.iter().filter_map(|id| list.posts.remove(id)).collect())
+    }
+
     /// The bot's reply in the thread of `root_id` whose props carry `key` = `value`
     /// (`GET /api/v4/posts/{id}/thread`).
     pub async fn find_reply(&self, root_id: &str, key: &str, value: &str) -> Result<Option<Post>, MattermostError> {

@@ -32,6 +32,13 @@ pub struct Post {
     pub props: Value,
     #[serde(default)]
     pub create_at: i64,
+    #[serde(default)]
+    pub update_at: i64,
+    #[serde(default)]
+    pub delete_at: i64,
+    /// `""` for a message people wrote; `system_*` for join, header and other system posts.
+    #[serde(default, rename = "type")]
+    pub kind: String,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }

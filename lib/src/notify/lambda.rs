@@ -2,6 +2,7 @@
 
 use super::batch::{JobHandler, Record, handle_batch, retry_delay, set_aside};
 use super::outbox::{Outbox, RelayError};
+use crate::incidents::mirror::ChannelReader;
 use crate::queue::Queue;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use std::sync::Arc;
@@ -84,11 +85,12 @@ pub async fn handle_sqs_event(
 }
 
 /// The notifier's entry point: an SQS batch (from the notify or timer queue), or an EventBridge
-/// schedule tick that sweeps the outbox.
+/// schedule tick that sweeps the outbox and reads the open incidents' channels (`reader`).
 pub async fn handle_event(
     handler: &dyn JobHandler,
     outbox: &Outbox,
     queues: &[Arc<dyn Queue>],
+    reader: Option<&ChannelReader>,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, SqsEventError> {
     if event.get("Records").is_some() {
@@ -98,7 +100,17 @@ pub async fn handle_event(
     }
     if event.get("detail-type").and_then(|d| d.as_str()) == Some("Scheduled Event") {
         let sent = outbox.sweep(SWEEP_MIN_AGE).await?;
-        return Ok(serde_json::json!({ "swept": sent }));
+        let mirrored = match reader {
+            Some(r) => match r.read_all().await {
+                Ok(report) => report.added,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading incident channels failed; the next tick tries again");
+                    0
+                }
+            },
+            None => 0,
+        };
+        return Ok(serde_json::json!({ "swept": sent, "mirrored": mirrored }));
     }
     Err(SqsEventError::UnknownEvent("expected \"Records\" or a \"Scheduled Event\"".into()))
 }

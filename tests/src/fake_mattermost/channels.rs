@@ -64,6 +64,34 @@ impl FakeMattermost {
         })
     }
 
+    /// A message a person writes in a channel (not through the API Klaxon uses); returns its id.
+    pub fn post_as(&self, user_id: &str, channel_id: &str, message: &str) -> String {
+        self.with(|w| {
+            w.next_id += 1;
+            let id = format!("{:0>26}", format!("post{}", w.next_id));
+            // Distinct, increasing times even within one millisecond.
+            let now = now_ms() + i64::try_from(w.next_id).unwrap_or(0);
+            let post = json!({"id": id, "create_at": now, "update_at": now, "delete_at": 0, "user_id": user_id,
+                "channel_id": channel_id, "root_id": "", "type": "", "message": message, "props": {}});
+            w.posts.insert(id.clone(), post);
+            w.order.push(id.clone());
+            id
+        })
+    }
+
+    /// A system message in a channel ("alice joined the channel").
+    pub fn system_post(&self, channel_id: &str, message: &str) {
+        self.with(|w| {
+            w.next_id += 1;
+            let id = format!("{:0>26}", format!("post{}", w.next_id));
+            let now = now_ms();
+            let post = json!({"id": id, "create_at": now, "update_at": now, "delete_at": 0, "user_id": ALICE_ID,
+                "channel_id": channel_id, "root_id": "", "type": "system_join_channel", "message": message, "props": {}});
+            w.posts.insert(id.clone(), post);
+            w.order.push(id);
+        });
+    }
+
     pub fn dialogs(&self) -> Vec<Value> {
         self.with(|w| w.dialogs.clone())
     }

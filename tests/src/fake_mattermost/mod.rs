@@ -375,20 +375,45 @@ async fn channel_posts(
     if !authorised(&headers) {
         return session_expired();
     }
-    let since: i64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let since: Option<i64> = q.get("since").and_then(|s| s.parse().ok());
     let w = world.lock().expect("fake lock");
     if !w.members.contains(&channel) {
         return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
     }
-    let mut order: Vec<String> = w
-        .order
-        .iter()
-        .filter(|id| {
-            w.posts[*id]["channel_id"] == channel.as_str() && w.posts[*id]["update_at"].as_i64().unwrap_or(0) > since
-        })
-        .cloned()
-        .collect();
-    order.reverse();
+    let in_channel = |id: &&String| w.posts[*id]["channel_id"] == channel.as_str();
+    let mut order: Vec<String> = match (since, q.get("before")) {
+        // `since`: created, edited or deleted after it, newest first, at most 1000 (§4.20).
+        (Some(since), _) => {
+            let mut ids: Vec<String> = w
+                .order
+                .iter()
+                .filter(in_channel)
+                .filter(|id| w.posts[*id]["update_at"].as_i64().unwrap_or(0) > since)
+                .cloned()
+                .collect();
+            ids.reverse();
+            ids.truncate(1000);
+            ids
+        }
+        // `before`: the page of posts created before that one, newest first.
+        (None, Some(before)) => {
+            let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(60).min(200);
+            let Some(pos) = w.order.iter().position(|id| id == before) else {
+                return app_error(400, "api.context.invalid_body_param.app_error", "Invalid before parameter.");
+            };
+            let mut ids: Vec<String> = w.order[..pos].iter().filter(in_channel).cloned().collect();
+            ids.reverse();
+            ids.truncate(per_page);
+            ids
+        }
+        (None, None) => {
+            let mut ids: Vec<String> = w.order.iter().filter(in_channel).cloned().collect();
+            ids.reverse();
+            ids.truncate(60);
+            ids
+        }
+    };
+    order.dedup();
     let posts: serde_json::Map<String, Value> = order.iter().map(|id| (id.clone(), w.posts[id].clone())).collect();
     Json(json!({"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})).into_response()
 }
