@@ -42,6 +42,9 @@ pub struct AppState {
     /// answer to "who is the bot" are reused), with the server URL and token fingerprint it was
     /// made for: a pushed configuration with another server or token gets a new one.
     pub mattermost_client: Arc<std::sync::Mutex<Option<(String, Mattermost)>>>,
+    /// The token of the installed OAuth app (`klaxon oauth install-url`), used for API calls
+    /// when no bot token is configured. Loaded by [`AppState::load_app_token`].
+    pub app_token: Arc<std::sync::RwLock<Option<crate::config::Secret>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +100,9 @@ impl AppState {
     /// Reads open incidents' channels into their timelines, when incidents are on and a bot
     /// is configured.
     pub fn channel_reader(&self) -> Option<crate::incidents::mirror::ChannelReader> {
-        let bot = self.config.mattermost.as_ref()?.bot_token.as_ref();
-        if !self.config.incidents.enabled || bot.is_none() {
+        let bot = self.config.mattermost.as_ref()?.bot_token.is_some();
+        let installed = self.app_token.read().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !self.config.incidents.enabled || !(bot || installed) {
             return None;
         }
         Some(crate::incidents::mirror::ChannelReader {
@@ -115,7 +119,9 @@ impl AppState {
     pub fn mattermost(&self) -> Option<Mattermost> {
         use sha2::Digest;
         let mm = self.config.mattermost.as_ref()?;
-        let token = mm.bot_token.as_ref().map(|t| t.expose()).unwrap_or_default();
+        let installed = self.app_token.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let secret = mm.bot_token.clone().or(installed);
+        let token = secret.as_ref().map(|t| t.expose()).unwrap_or_default();
         let digest = sha2::Sha256::digest(format!("{}\n{token}", mm.url).as_bytes());
         let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         // A poisoned lock only means another thread panicked mid-swap; the value is still usable.
@@ -125,7 +131,7 @@ impl AppState {
         {
             return Some(client.clone());
         }
-        let client = Mattermost::new(mm.url.clone(), mm.bot_token.clone());
+        let client = Mattermost::new(mm.url.clone(), secret);
         *cached = Some((key, client.clone()));
         Some(client)
     }
@@ -149,6 +155,27 @@ impl AppState {
         }
     }
 
+    /// Without a bot token, reads the installed OAuth app's token (once it is there).
+    pub async fn load_app_token(&self) {
+        let no_bot = self.config.mattermost.as_ref().is_some_and(|m| m.bot_token.is_none());
+        let loaded = self.app_token.read().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !no_bot || loaded || self.config.incidents.oauth.is_none() {
+            return;
+        }
+        let Some(repo) = self.oauth() else { return };
+        match repo.app_token().await {
+            Ok(Some(token)) => *self.app_token.write().unwrap_or_else(|p| p.into_inner()) = Some(token),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the installed app's token; trying again later"),
+        }
+    }
+
+    /// Connected users' and the installed app's tokens (needs `server.signing_secret`, their key).
+    pub fn oauth(&self) -> Option<crate::repo::oauth::OAuthRepo> {
+        let secret = self.config.server.signing_secret.as_ref()?;
+        Some(crate::repo::oauth::OAuthRepo::new(self.store.clone(), secret))
+    }
+
     /// Signs and checks dialog and OAuth states (`server.signing_secret`).
     pub fn state_signer(&self) -> Option<crate::chatops::signing::Signer> {
         self.config.server.signing_secret.clone().map(crate::chatops::signing::Signer::new)
@@ -167,6 +194,7 @@ impl AppState {
             config: self.config.clone(),
             alerts: self.alerts(),
             incidents: self.incidents(),
+            oauth: self.oauth(),
             deliveries: self.deliveries(),
             cards: CardRepo::new(self.store.clone()),
             mattermost: self.mattermost(),
@@ -206,6 +234,7 @@ impl AppState {
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
             alert_locks: Arc::default(),
             mattermost_client: Arc::default(),
+            app_token: Arc::default(),
         })
     }
 
@@ -233,6 +262,7 @@ impl AppState {
             storage: StorageDescription::Aws { table },
             alert_locks: Arc::default(),
             mattermost_client: Arc::default(),
+            app_token: Arc::default(),
         }
     }
 }

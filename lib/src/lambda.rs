@@ -87,7 +87,9 @@ impl LambdaApp {
             Source::Fixed(c) => c.clone(),
             Source::Deployed(live) => live.current().await,
         };
-        AppState { config, ..self.base.clone() }
+        let state = AppState { config, ..self.base.clone() };
+        state.load_app_token().await;
+        state
     }
 }
 

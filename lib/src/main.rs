@@ -48,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<DeliveriesCommand>,
     },
+    /// Print the link an admin opens to install Klaxon's OAuth app (incidents.oauth): its token
+    /// is then used for API calls when no bot token is configured.
+    OauthInstallUrl {
+        #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -101,6 +107,29 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("klaxon serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::OauthInstallUrl { config } => {
+            let state = match klaxon::serve::load_config(config.as_deref()) {
+                Ok((c, _)) => klaxon::app::AppState::from_config(c).await,
+                Err(e) => Err(e),
+            };
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match klaxon::chatops::oauth::authorize_link(&state, klaxon::chatops::oauth::INSTALL, "", "admin") {
+                Ok(link) => {
+                    println!("Open this link as a Mattermost admin within 15 minutes:\n{link}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("cannot make the install link: {why}");
                     ExitCode::FAILURE
                 }
             }

@@ -56,6 +56,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         config.storage.data_dir = Some(dir.clone());
     }
     let state = AppState::from_config(config).await?;
+    state.load_app_token().await;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|source| ServeError::Bind { addr: options.addr, source })?;

@@ -80,8 +80,7 @@ async fn each_function_serves_only_its_own_routes() {
     let (status, json) =
         call(klaxon::http::particle_webhook(state.clone()), "POST", "/hooks/particle/x", Body::empty()).await;
     assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_source")));
-    let (status, _) = call(klaxon::http::chatops(state.clone()), "GET", "/chatops/oauth/callback", Body::empty()).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    assert!(klaxon::http::ROUTES.iter().all(|r| r.built), "every route is built in this version");
     // The slash command answers 200 even to an empty request (Mattermost shows only `text`).
     let (status, json) = call(klaxon::http::chatops(state.clone()), "POST", "/chatops/command", Body::empty()).await;
     assert_eq!(status, StatusCode::OK);

@@ -8,7 +8,8 @@ use axum::http::{Request, StatusCode};
 use klaxon::repo::deliveries::Delivery;
 use klaxon_tests::TestApp;
 use klaxon_tests::fake_mattermost::{
-    ALICE_ID, BOB_ID, BOT_TOKEN, BOT_USER_ID, CAROL_ID, EXPIRED_TRIGGER, FakeMattermost, Fault, TEAM_ID,
+    ALICE_ID, BOB_ID, BOT_TOKEN, BOT_USER_ID, CAROL_ID, EXPIRED_TRIGGER, FakeMattermost, Fault, OAUTH_CLIENT_ID,
+    OAUTH_CLIENT_SECRET, TEAM_ID,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -42,6 +43,9 @@ severities = ["SEV1", "SEV2", "SEV3"]
 default_severity = "SEV3"
 command_token = "{COMMAND_TOKEN}"
 mirror_token = "{MIRROR_TOKEN}"
+[incidents.oauth]
+client_id = "{OAUTH_CLIENT_ID}"
+client_secret = "{OAUTH_CLIENT_SECRET}"
 [[incidents.dialog_fields]]
 name = "service"
 display_name = "Affected service"
@@ -182,7 +186,10 @@ macro_rules! all_cases {
             a_bot_that_may_not_create_channels_is_recorded_with_the_fix,
             the_channel_reader_mirrors_each_human_message_once_across_restarts,
             the_channel_reader_pages_back_past_mattermosts_1000_post_cap,
-            the_mirror_webhook_adds_each_post_once_and_skips_the_bot);
+            the_mirror_webhook_adds_each_post_once_and_skips_the_bot,
+            a_connected_user_declares_channels_as_themselves_and_the_token_is_stored_encrypted,
+            bad_states_other_users_and_refused_codes_get_a_clear_page_and_store_nothing,
+            the_admin_install_stores_the_app_token);
     };
 }
 
@@ -547,4 +554,105 @@ async fn the_mirror_webhook_adds_each_post_once_and_skips_the_bot(rig: Rig) {
     // The channel reader does not add the same posts again (the webhook's post ids are the posts').
     let retro = klaxon::incidents::render::retrospective(&incident, jiff::Timestamp::now());
     assert!(retro.contains("@alice · message: db is back"), "{retro}");
+}
+
+/// The `state` and `redirect_uri` of a "Connect now" link.
+fn link_parts(link: &str) -> (String, String) {
+    let query = link.split_once('?').expect("a query").1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    (get("state"), get("redirect_uri"))
+}
+
+async fn connect_link(rig: &Rig, user: (&str, &str)) -> String {
+    let v = rig.slash_as(user, TOWN_SQUARE, "connect", "t").await;
+    let text = v["text"].as_str().unwrap().to_string();
+    let link = text.split("](").nth(1).and_then(|r| r.split(')').next()).expect(&text).to_string();
+    assert!(
+        link.starts_with(&format!("{}/oauth/authorize?response_type=code&client_id={OAUTH_CLIENT_ID}", rig.mm.url)),
+        "{link}"
+    );
+    link
+}
+
+async fn callback(rig: &Rig, query: &[(&str, &str)]) -> (StatusCode, String) {
+    callback_on(klaxon::http::all(rig.app.state.clone()), query).await
+}
+
+async fn callback_on(router: axum::Router, query: &[(&str, &str)]) -> (StatusCode, String) {
+    let uri = format!("/chatops/oauth/callback?{}", serde_urlencoded::to_string(query).unwrap());
+    let res = router.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = res.status();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).to_string())
+}
+
+async fn a_connected_user_declares_channels_as_themselves_and_the_token_is_stored_encrypted(rig: Rig) {
+    let link = connect_link(&rig, (ALICE_ID, "alice")).await;
+    let (state, redirect) = link_parts(&link);
+    assert_eq!(redirect, "https://klaxon.example.com/chatops/oauth/callback");
+    let code = rig.mm.approve(ALICE_ID, &redirect);
+    let (status, page) = callback(&rig, &[("code", &code), ("state", &state)]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Connected @alice."), "{page}");
+    assert!(!page.contains("us3rt0k"), "the token is never shown");
+    let raw = rig.app.state.store.get(&format!("oauth-user#{ALICE_ID}"), "token").await.unwrap().expect("stored");
+    assert!(!raw.data.contains("us3rt0k") && !raw.data.contains("r3fr3sh"), "only ciphertext is stored: {}", raw.data);
+
+    // The same link again (a replay, even with a fresh code) changes nothing.
+    let again = rig.mm.approve(ALICE_ID, &redirect);
+    let (status, page) = callback(&rig, &[("code", &again), ("state", &state)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("already used"), "{page}");
+
+    // Alice's next incident channel is created as Alice, with the bot added to post.
+    let channel = declare(&rig, "Checkout is down").await;
+    assert_eq!(rig.mm.channel_creator(&channel).as_deref(), Some(ALICE_ID));
+    assert!(rig.mm.channel_members(&channel).contains(&BOT_USER_ID.to_string()));
+    assert_eq!(rig.posts_in(&channel).len(), 1, "the bot posted the opening");
+}
+
+async fn bad_states_other_users_and_refused_codes_get_a_clear_page_and_store_nothing(rig: Rig) {
+    let link = connect_link(&rig, (ALICE_ID, "alice")).await;
+    let (state, redirect) = link_parts(&link);
+    let bad = |page: &str, want: &str| assert!(page.contains(want), "want {want:?} in {page}");
+    let mut forged: Value = serde_json::from_str(&state).unwrap();
+    forged["u"] = json!(BOB_ID);
+    let code = rig.mm.approve(BOB_ID, &redirect);
+    let (status, page) = callback(&rig, &[("code", &code), ("state", &forged.to_string())]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    bad(&page, "signature does not match");
+    let signer = rig.app.state.state_signer().unwrap();
+    let expired = signer.sign_state("oauth:connect", ALICE_ID, json!({}), 1_000, 900);
+    bad(&callback(&rig, &[("code", &code), ("state", &expired)]).await.1, "expired");
+    // Bob approves Alice's link: refused, nothing stored for either.
+    bad(&callback(&rig, &[("code", &code), ("state", &state)]).await.1, "signed in to Mattermost as @bob");
+    // Every refusal of the exchange, with the link still usable afterwards.
+    bad(&callback(&rig, &[("code", "n0such"), ("state", &state)]).await.1, "expired or was already used");
+    let wrong_redirect = rig.mm.approve(ALICE_ID, "https://elsewhere.example.com/cb");
+    bad(&callback(&rig, &[("code", &wrong_redirect), ("state", &state)]).await.1, "redirect URI");
+    let mut config = (*rig.app.state.config).clone();
+    config.incidents.oauth.as_mut().unwrap().client_secret = klaxon::config::Secret::new("wrong-secret");
+    let wrong = klaxon::app::AppState { config: std::sync::Arc::new(config), ..rig.app.state.clone() };
+    let code = rig.mm.approve(ALICE_ID, &redirect);
+    bad(&callback_on(klaxon::http::all(wrong), &[("code", &code), ("state", &state)]).await.1, "client id or secret");
+    bad(&callback(&rig, &[("error", "access_denied"), ("state", &state)]).await.1, "did not allow");
+    let repo = rig.app.state.oauth().unwrap();
+    assert!(repo.user(ALICE_ID).await.unwrap().is_none() && repo.user(BOB_ID).await.unwrap().is_none());
+    // Still usable: nothing was claimed by the refusals.
+    let code = rig.mm.approve(ALICE_ID, &redirect);
+    assert_eq!(callback(&rig, &[("code", &code), ("state", &state)]).await.0, StatusCode::OK);
+}
+
+async fn the_admin_install_stores_the_app_token(rig: Rig) {
+    let link =
+        klaxon::chatops::oauth::authorize_link(&rig.app.state, klaxon::chatops::oauth::INSTALL, "", "admin").unwrap();
+    let (state, redirect) = link_parts(&link);
+    let code = rig.mm.approve(CAROL_ID, &redirect);
+    let (status, page) = callback(&rig, &[("code", &code), ("state", &state)]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("installed as @carol"), "{page}");
+    let token = rig.app.state.oauth().unwrap().app_token().await.unwrap().expect("the app token is stored");
+    assert!(token.expose().starts_with("us3rt0k"));
+    assert!(!format!("{token:?}").contains("us3rt0k"), "Debug never shows it");
 }

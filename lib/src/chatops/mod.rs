@@ -5,5 +5,6 @@ pub mod action;
 pub mod command;
 pub mod dialog;
 pub mod mirror;
+pub mod oauth;
 pub mod signing;
 pub mod slash;

@@ -104,11 +104,7 @@ pub async fn handle(state: &AppState, req: &SlashRequest, authorization: Option<
             return json!({ "response_type": "in_channel", "text": render::retrospective(&i.value, now) });
         }
         Command::Test => return test(state).await,
-        Command::Connect => {
-            return ephemeral(
-                "Connecting your Mattermost account (OAuth) is not built in this version of Klaxon; channels are created by the bot. Nothing changed.",
-            );
-        }
+        Command::Connect => return ephemeral(super::oauth::connect_text(state, &req.user_id, &req.user_name)),
         Command::Mitigate => Change::Mitigate,
         Command::Resolve => Change::Resolve,
         Command::Cancel { reason } => Change::Cancel { reason },

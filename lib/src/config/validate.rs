@@ -418,11 +418,11 @@ fn incidents(c: &Config, v: &mut Issues) {
         return;
     }
     let mm = c.mattermost.as_ref();
-    if mm.is_none_or(|m| m.bot_token.is_none()) {
+    if mm.is_none_or(|m| m.bot_token.is_none()) && inc.oauth.is_none() {
         v.add(
             "incidents.enabled",
-            "incidents need a bot to create channels and post",
-            "set mattermost.bot_token, or set incidents.enabled = false",
+            "incidents need a bot (or an installed OAuth app) to create channels and post",
+            "set mattermost.bot_token, or configure [incidents.oauth] and run `klaxon oauth-install-url`, or set incidents.enabled = false",
         );
     }
     if mm.is_none_or(|m| m.team_id.is_none()) {

@@ -70,3 +70,20 @@ pub async fn mirror(State(state): State<AppState>, headers: axum::http::HeaderMa
     };
     Json(with_deadline(INTAKE_DEADLINE, crate::chatops::mirror::handle(&state, encoding, &bytes)).await)
 }
+
+/// `GET /chatops/oauth/callback`: a page for the person who just approved (or refused).
+pub async fn oauth_callback(
+    State(state): State<AppState>,
+    axum::extract::Query(cb): axum::extract::Query<crate::chatops::oauth::Callback>,
+) -> (axum::http::StatusCode, axum::response::Html<String>) {
+    let page = with_deadline(INTAKE_DEADLINE, crate::chatops::oauth::callback(&state, &cb)).await;
+    let status = if page.ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::BAD_REQUEST };
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Klaxon: {title}</title></head>\
+         <body style=\"font-family: sans-serif; max-width: 40em; margin: 4em auto\"><h1>{title}</h1><p>{text}</p></body></html>",
+        title = escape(page.title),
+        text = escape(&page.text)
+    );
+    (status, axum::response::Html(html))
+}

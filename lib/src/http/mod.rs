@@ -87,7 +87,7 @@ pub const ROUTES: &[RouteInfo] = &[
         method: "GET",
         path: "/chatops/oauth/callback",
         purpose: "/incident connect (OAuth 2.0 callback)",
-        built: false,
+        built: true,
     },
 ];
 
@@ -166,6 +166,7 @@ fn routes_of(function: &str) -> Router<AppState> {
             ("/chatops/command", _) => post(chatops::command).get(chatops::command),
             ("/chatops/dialog", _) => post(chatops::dialog_submission),
             ("/chatops/mirror", _) => post(chatops::mirror),
+            ("/chatops/oauth/callback", _) => get(chatops::oauth_callback),
             (_, "GET") => get(not_built),
             _ => post(not_built),
         };

@@ -2,7 +2,7 @@
 //! "retry later" and "record why and move on".
 
 use super::error::MattermostError;
-use super::types::{AppError, Channel, CreateChannel, CreatePost, Post, Team, User, WebhookPost};
+use super::types::{AppError, Channel, CreateChannel, CreatePost, Post, Team, TokenResponse, User, WebhookPost};
 use crate::config::Secret;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -44,6 +44,31 @@ impl Mattermost {
             .build()
             .unwrap_or_default();
         Mattermost { http, base, token, me: Default::default() }
+    }
+
+    /// The same server, acting with another token (a connected user's).
+    pub fn with_token(&self, token: Secret) -> Mattermost {
+        Mattermost { http: self.http.clone(), base: self.base.clone(), token: Some(token), me: Default::default() }
+    }
+
+    /// Exchanges an OAuth authorization code for a token (`POST /oauth/access_token`, the client
+    /// secret in the form body as Mattermost requires, §7.1). Errors are AppError JSON.
+    pub async fn exchange_code(
+        &self,
+        client_id: &str,
+        client_secret: &Secret,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, MattermostError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose()),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        let res = send(self.http.post(self.url("/oauth/access_token")).form(&form)).await?;
+        json(res, Call { what: "exchange the authorization code", channel: None }).await
     }
 
     fn url(&self, path: &str) -> String {

@@ -8,4 +8,4 @@ pub mod types;
 
 pub use client::Mattermost;
 pub use error::MattermostError;
-pub use types::{Attachment, Channel, CreateChannel, CreatePost, Field, Post, Team, User, WebhookPost};
+pub use types::{Attachment, Channel, CreateChannel, CreatePost, Field, Post, Team, TokenResponse, User, WebhookPost};

@@ -131,3 +131,20 @@ pub struct CreateChannel {
     pub purpose: String,
     pub header: String,
 }
+
+/// The answer to `POST /oauth/access_token` (§7.2). `Debug` never prints the tokens.
+#[derive(Clone, PartialEq, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: String,
+    /// Seconds; the SSO session length (30 days by default).
+    #[serde(default)]
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}

@@ -136,6 +136,9 @@ impl Notifier {
         let marker = channel_marker(incident);
         let base =
             channel_name::channel_name(&self.config.incidents.channel_name_template, incident, channel_name::MAX_NAME);
+        // A connected declarer's channel is created as them (then the bot is added to it).
+        let creator = self.creator(mm, incident).await;
+        let client = creator.as_ref().unwrap_or(mm);
         let mut channel = None;
         for attempt in 0..NAME_ATTEMPTS {
             let name = channel_name::with_suffix(&base, attempt, channel_name::MAX_NAME);
@@ -147,12 +150,12 @@ impl Notifier {
                 purpose: marker.clone(),
                 header: render::header(incident),
             };
-            if let Some(c) = with_retries(|| mm.create_channel(&create)).await? {
+            if let Some(c) = with_retries(|| client.create_channel(&create)).await? {
                 channel = Some(c);
                 break;
             }
             // Taken: by this incident's channel from an earlier attempt, or by someone else's.
-            if let Some(c) = with_retries(|| mm.channel_by_name(&team_id, &name)).await?
+            if let Some(c) = with_retries(|| client.channel_by_name(&team_id, &name)).await?
                 && c.purpose == marker
             {
                 tracing::info!(incident_id = %incident.id, channel = %name, "adopting the channel an earlier attempt created");
@@ -166,7 +169,27 @@ impl Notifier {
                 channel_name::with_suffix(&base, NAME_ATTEMPTS - 1, channel_name::MAX_NAME)
             ))
         })?;
+        if let Some(user) = &creator {
+            let bot = with_retries(|| mm.me()).await?.id;
+            with_retries(|| user.add_members(&channel.id, std::slice::from_ref(&bot))).await?;
+        }
         record_channel(&self.incidents, incident, &channel.id, &channel.name).await.map_err(Failure::from)
+    }
+
+    /// A client acting as the incident's declarer, when they connected their account and their
+    /// token still works; else `None` (the bot creates the channel).
+    async fn creator(&self, mm: &Mattermost, incident: &Incident) -> Option<Mattermost> {
+        let (Some(oauth), Actor::User { id, .. }) = (&self.oauth, &incident.declared_by) else { return None };
+        let token = oauth.user_token(id).await.ok()??;
+        let user = mm.with_token(token);
+        match user.me().await {
+            Ok(me) if me.id == *id => Some(user),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(incident_id = %incident.id, error = %e, "the declarer's connected token does not work; the bot creates the channel");
+                None
+            }
+        }
     }
 
     /// Posts `message` as the bot in `channel_id`, once per job: a post this job made before

@@ -15,6 +15,9 @@ pub const BOB_ID: &str = "b0bb0bb0bb0bb0bb0bb0bb0bb0";
 pub const CAROL_ID: &str = "ca201ca201ca201ca201ca2010";
 /// A `trigger_id` the fake treats as expired (§6.2).
 pub const EXPIRED_TRIGGER: &str = "expired-trigger";
+/// The OAuth app registered on the fake (§7.3).
+pub const OAUTH_CLIENT_ID: &str = "0authc1i3nt0authc1i3nt0aut";
+pub const OAUTH_CLIENT_SECRET: &str = "0auths3cr3t0auths3cr3t0aut";
 
 fn users() -> [(&'static str, &'static str); 3] {
     [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol")]
@@ -37,7 +40,37 @@ fn valid_name(name: &str) -> bool {
         && !name.contains("__")
 }
 
+/// Who is calling: the bot (its token), a user (a token issued through OAuth), or nobody.
+fn caller(world: &Shared, headers: &HeaderMap) -> Option<String> {
+    if authorised(headers) {
+        return Some(BOT_USER_ID.to_string());
+    }
+    let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.to_string();
+    world.lock().expect("fake lock").user_tokens.get(&token).cloned()
+}
+
+/// The user a request's OAuth token belongs to, as `GET /users/me` answers.
+pub(super) fn user_of_token(world: &Shared, headers: &HeaderMap) -> Option<Value> {
+    let id = caller(world, headers).filter(|id| id != BOT_USER_ID)?;
+    users().iter().find(|(u, _)| *u == id).map(|(u, n)| user_json(u, n))
+}
+
 impl FakeMattermost {
+    /// A user approves the OAuth app in their browser: Mattermost redirects with this code.
+    pub fn approve(&self, user_id: &str, redirect_uri: &str) -> String {
+        self.with(|w| {
+            w.next_id += 1;
+            let code = format!("c0de{:0>22}", w.next_id);
+            w.oauth_codes.insert(code.clone(), (user_id.to_string(), redirect_uri.to_string()));
+            code
+        })
+    }
+
+    /// Whether `user_id` (or the bot) created the channel.
+    pub fn channel_creator(&self, channel_id: &str) -> Option<String> {
+        self.with(|w| w.channels.get(channel_id).and_then(|c| c["creator_id"].as_str().map(String::from)))
+    }
+
     /// Channels created through the API, oldest first.
     pub fn created_channels(&self) -> Vec<Value> {
         self.with(|w| {
@@ -98,7 +131,10 @@ impl FakeMattermost {
 }
 
 pub(super) async fn create(State(world): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (then_502, req) = match accept(&world, "channel", &headers, &body).await {
+    let Some(creator) = caller(&world, &headers) else { return session_expired() };
+    let mut bot_headers = headers.clone();
+    bot_headers.insert("authorization", format!("Bearer {}", super::BOT_TOKEN).parse().expect("header"));
+    let (then_502, req) = match accept(&world, "channel", &bot_headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -152,10 +188,12 @@ pub(super) async fn create(State(world): State<Shared>, headers: HeaderMap, body
     let now = now_ms();
     let channel = json!({"id": id, "create_at": now, "update_at": now, "delete_at": 0, "team_id": team, "type": kind,
                          "display_name": display, "name": name, "header": req["header"], "purpose": req["purpose"],
-                         "creator_id": BOT_USER_ID});
+                         "creator_id": creator});
     w.channels.insert(id.clone(), channel.clone());
-    w.channel_members.entry(id.clone()).or_default().insert(BOT_USER_ID.to_string());
-    w.members.insert(id);
+    w.channel_members.entry(id.clone()).or_default().insert(creator.clone());
+    if creator == BOT_USER_ID {
+        w.members.insert(id);
+    }
     if then_502 {
         return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
     }
@@ -170,14 +208,14 @@ pub(super) async fn by_name(
     if let Err(r) = before(&world, "channel_by_name").await {
         return r;
     }
-    if !authorised(&headers) {
-        return session_expired();
-    }
+    let Some(who) = caller(&world, &headers) else { return session_expired() };
     let w = world.lock().expect("fake lock");
     let found = w.channels.values().find(|c| c["name"] == name.as_str() && c["team_id"] == team.as_str());
+    let member =
+        |c: &Value| w.channel_members.get(c["id"].as_str().unwrap_or_default()).is_some_and(|m| m.contains(&who));
     match found {
-        // A private channel the bot is not in is hidden behind the same 404 (§4.6).
-        Some(c) if c["type"] == "P" && !w.members.contains(c["id"].as_str().unwrap_or_default()) => {
+        // A private channel the caller is not in is hidden behind the same 404 (§4.6).
+        Some(c) if c["type"] == "P" && !member(c) => {
             app_error(404, "app.channel.get_by_name.missing.app_error", "Channel does not exist.")
         }
         Some(c) => Json(c.clone()).into_response(),
@@ -191,7 +229,10 @@ pub(super) async fn add_members(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (then_502, req) = match accept(&world, "members", &headers, &body).await {
+    let Some(who) = caller(&world, &headers) else { return session_expired() };
+    let mut bot_headers = headers.clone();
+    bot_headers.insert("authorization", format!("Bearer {}", super::BOT_TOKEN).parse().expect("header"));
+    let (then_502, req) = match accept(&world, "members", &bot_headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -201,10 +242,13 @@ pub(super) async fn add_members(
         ids.push(one.to_string());
     }
     let mut w = world.lock().expect("fake lock");
-    if !w.members.contains(&channel) {
+    if !w.channel_members.get(&channel).is_some_and(|m| m.contains(&who)) && !w.members.contains(&channel) {
         return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
     }
-    if let Some(unknown) = ids.iter().find(|id| !users().iter().any(|(u, _)| u == id)) {
+    if ids.iter().any(|id| id == BOT_USER_ID) {
+        w.members.insert(channel.clone());
+    }
+    if let Some(unknown) = ids.iter().find(|id| *id != BOT_USER_ID && !users().iter().any(|(u, _)| u == id)) {
         return app_error(
             404,
             "app.team.get_member.missing.app_error",
@@ -323,4 +367,51 @@ pub(super) async fn open_dialog(State(world): State<Shared>, body: Bytes) -> Res
     }
     world.lock().expect("fake lock").dialogs.push(req);
     Json(json!({"status": "OK"})).into_response()
+}
+
+/// `POST /oauth/access_token` (§7.1, §7.2): form fields; AppError JSON on every refusal.
+pub(super) async fn access_token(State(world): State<Shared>, body: Bytes) -> Response {
+    let form: std::collections::HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return app_error(400, "api.oauth.get_access_token.bad_grant.app_error", "invalid_request: Bad grant_type.");
+    }
+    if get("client_id") != OAUTH_CLIENT_ID {
+        return app_error(
+            404,
+            "api.oauth.get_access_token.credentials.app_error",
+            "invalid_client: Invalid client credentials.",
+        );
+    }
+    if get("client_secret") != OAUTH_CLIENT_SECRET {
+        return app_error(
+            403,
+            "api.oauth.get_access_token.credentials.app_error",
+            "invalid_client: Invalid client credentials.",
+        );
+    }
+    let mut w = world.lock().expect("fake lock");
+    let Some((user, redirect)) = w.oauth_codes.remove(&get("code")) else {
+        return app_error(
+            400,
+            "api.oauth.get_access_token.expired_code.app_error",
+            "invalid_grant: Invalid or expired authorization code.",
+        );
+    };
+    if redirect != get("redirect_uri") {
+        return app_error(
+            400,
+            "api.oauth.get_access_token.redirect_uri.app_error",
+            "invalid_request: Supplied redirect_uri does not match authorization code redirect_uri.",
+        );
+    }
+    w.next_id += 1;
+    let token = format!("us3rt0k{:0>19}", w.next_id);
+    w.user_tokens.insert(token.clone(), user);
+    (
+        [("Cache-Control", "no-store"), ("Pragma", "no-cache")],
+        Json(json!({"access_token": token, "token_type": "bearer", "expires_in": 2592000, "scope": "user",
+                    "refresh_token": format!("r3fr3sh{:0>19}", w.next_id), "id_token": ""})),
+    )
+        .into_response()
 }

@@ -14,7 +14,7 @@
 
 mod channels;
 
-pub use channels::{ALICE_ID, BOB_ID, CAROL_ID, EXPIRED_TRIGGER};
+pub use channels::{ALICE_ID, BOB_ID, CAROL_ID, EXPIRED_TRIGGER, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -67,6 +67,10 @@ struct World {
     channel_members: HashMap<String, HashSet<String>>,
     /// Dialogs opened, in order.
     dialogs: Vec<Value>,
+    /// OAuth authorization codes not yet exchanged: code -> (user id, redirect URI).
+    oauth_codes: HashMap<String, (String, String)>,
+    /// Access tokens issued through OAuth: token -> user id.
+    user_tokens: HashMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -120,6 +124,7 @@ impl FakeMattermost {
             .route("/api/v4/users/username/{name}", get(channels::user_by_name))
             .route("/api/v4/users/{id}", get(channels::user))
             .route("/api/v4/actions/dialogs/open", post(channels::open_dialog))
+            .route("/oauth/access_token", post(channels::access_token))
             .with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Mattermost");
         let url = format!("http://{}", listener.local_addr().expect("fake address"));
@@ -263,6 +268,9 @@ fn session_expired() -> Response {
 async fn me(State(world): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = before(&world, "me").await {
         return r;
+    }
+    if let Some(user) = channels::user_of_token(&world, &headers) {
+        return Json(user).into_response();
     }
     if !authorised(&headers) {
         return session_expired();
