@@ -213,7 +213,10 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
                 .into(),
         );
     } else {
-        out.push("mattermost: configured; alert cards go to bot channels (created once, updated in place, replies in their threads) and incoming webhooks. Incident notifications are not built yet.".into());
+        out.push("mattermost: configured; alert cards go to bot channels (created once, updated in place, replies in their threads) and incoming webhooks.".into());
+    }
+    if c.incidents.enabled {
+        out.push("incidents: on; /incident creates channels, announces lifecycle events and mirrors channel messages (read every 5 s).".into());
     }
     if c.server.public_url.is_none() {
         out.push("note: server.public_url is not set; the URLs below use the local address, which Mattermost and Particle must be able to reach.".into());
@@ -229,6 +232,15 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
             SourceKind::Particle => ("particle", "Particle webhook URL"),
         };
         out.push(format!("  {base}/hooks/{kind}/{}    <- {hint} for source {:?}", s.id, s.id));
+    }
+    if c.incidents.enabled {
+        out.push(format!(
+            "  {base}/chatops/command    <- request URL of the /incident slash command (Integrations > Slash Commands)"
+        ));
+        out.push(format!(
+            "  {base}/chatops/oauth/callback    <- callback URL of the OAuth 2.0 application (incidents.oauth)"
+        ));
+        out.push(format!("  {base}/chatops/mirror    <- outgoing webhook callback URL for public incident or mirror channels (optional)"));
     }
     for r in ROUTES.iter().filter(|r| !crate::http::is_built(r.path)) {
         out.push(format!("  {base}{}    <- {} (not built yet: answers 501)", r.path, r.purpose));

@@ -88,6 +88,7 @@ impl Rig {
             .replace("CHANNEL_ID", channel)
             .replace("TEXT", &serde_urlencoded::to_string([("", text)]).unwrap()[1..])
             .replace("TRIGGER_ID", trigger)
+            .replace("https%3A%2F%2Fchat.example.com", &serde_urlencoded::to_string([("", &self.mm.url)]).unwrap()[1..])
             .replace("a11cea11cea11cea11cea11ce0", user.0)
             .replace("user_name=alice", &format!("user_name={}", user.1));
         let req = Request::post("/chatops/command")
@@ -242,6 +243,10 @@ async fn the_dialog_declares_an_incident_with_its_channel_people_header_and_anno
     );
     let stored = rig.app.state.incidents().get_by_channel(id).await.unwrap().expect("found by its channel");
     assert_eq!(stored.value.channel_name.as_deref(), Some("inc-1-checkout-is-down"));
+    let confirmed = rig.mm.command_responses();
+    assert_eq!(confirmed.len(), 1, "the declarer is told through the command's response URL");
+    assert_eq!(confirmed[0]["response_type"], "ephemeral");
+    assert!(confirmed[0]["text"].as_str().unwrap().starts_with("**INC-1** is declared (SEV2, commander @carol)"));
     let delivery = rig.app.state.deliveries().get("INC-1#0000000001").await.unwrap().unwrap();
     assert!(matches!(delivery.delivery, Delivery::Posted { .. }), "{delivery:?}");
 }
@@ -253,6 +258,7 @@ async fn a_second_submission_of_the_same_dialog_declares_nothing_more(rig: Rig) 
     let (a, b) = tokio::join!(rig.submit(&state, ALICE_ID, json!({})), rig.submit(&state, ALICE_ID, json!({})));
     assert_eq!((a, b), (json!({}), json!({})));
     assert_eq!(rig.open_numbers().await, [1], "one incident for one dialog");
+    assert_eq!(rig.mm.command_responses().len(), 1, "and one confirmation");
     rig.notify().await;
     assert_eq!(rig.mm.created_channels().len(), 1);
     // A new dialog is a new incident.
@@ -320,8 +326,12 @@ async fn when_the_dialog_cannot_open_the_title_declares_with_the_defaults(rig: R
 }
 
 async fn declare(rig: &Rig, title: &str) -> String {
+    declare_with(rig, title, false).await
+}
+
+async fn declare_with(rig: &Rig, title: &str, private: bool) -> String {
     let state = rig.open_dialog(title).await;
-    let answers = json!({"title": title, "commander": null, "private": false});
+    let answers = json!({"title": title, "commander": null, "private": private});
     assert_eq!(rig.submit(&state, ALICE_ID, answers).await, json!({}));
     rig.notify().await;
     rig.mm.created_channels().last().unwrap()["id"].as_str().unwrap().to_string()
@@ -386,6 +396,8 @@ async fn commands_outside_an_incident_channel_say_where_to_run_them(rig: Rig) {
     let help = rig.slash(TOWN_SQUARE, "help").await;
     assert_eq!(help, klaxon::chatops::command::help("/incident"));
     assert_eq!(rig.slash(TOWN_SQUARE, "list").await, "No open incidents. `/incident new` declares one.");
+    let test = rig.slash(TOWN_SQUARE, "test").await;
+    assert!(test.starts_with("**Connection test: all good.**") && test.contains("@klaxon-bot"), "{test}");
     let channel = declare(&rig, "Search is slow").await;
     let list = rig.slash(TOWN_SQUARE, "status").await;
     assert!(
@@ -461,7 +473,9 @@ fn messages(incident: &klaxon::domain::Incident) -> Vec<String> {
 }
 
 async fn the_channel_reader_mirrors_each_human_message_once_across_restarts(rig: Rig) {
-    let channel = declare(&rig, "Checkout is down").await;
+    // A private channel: no outgoing webhook could follow it; the bot reads it as a member.
+    let channel = declare_with(&rig, "Checkout is down", true).await;
+    assert_eq!(rig.incident_channel()["type"], "P");
     rig.mm.post_as(ALICE_ID, &channel, "looking at the db");
     rig.mm.system_post(&channel, "bob joined the channel.");
     rig.mm.post_as(BOB_ID, &channel, "errors dropped after the rollback");

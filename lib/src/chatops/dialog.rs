@@ -78,7 +78,7 @@ pub async fn start(state: &AppState, req: &SlashRequest, title: String) -> Value
         return declare_inline(state, req, title, "Mattermost sent no trigger_id").await;
     }
     let now = jiff::Timestamp::now().as_second();
-    let data = json!({ "user_name": req.user_name, "channel_id": req.channel_id });
+    let data = json!({ "user_name": req.user_name, "channel_id": req.channel_id, "response_url": req.response_url });
     let signed = signer.sign_state(PURPOSE, &req.user_id, data, now, DIALOG_LIFETIME_SECS);
     let request = json!({
         "trigger_id": req.trigger_id,
@@ -206,6 +206,7 @@ pub async fn submit(state: &AppState, s: &Submission) -> Value {
     match state.incident_service().declare(d, jiff::Timestamp::now()).await {
         Ok(Declared::New(i)) => {
             tracing::info!(incident_id = %i.id, "incident declared from the dialog");
+            confirm(state, verified.data["response_url"].as_str().unwrap_or_default(), &i).await;
             json!({})
         }
         Ok(Declared::Already(i)) => {
@@ -213,6 +214,19 @@ pub async fn submit(state: &AppState, s: &Submission) -> Value {
             json!({})
         }
         Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+/// Tells the declarer, privately, that it worked (the dialog just closes): through the
+/// command's `response_url`. A failure is only logged; the channel and announcement follow anyway.
+async fn confirm(state: &AppState, response_url: &str, i: &crate::domain::Incident) {
+    let (Some(mm), false) = (state.mattermost(), response_url.is_empty()) else { return };
+    let text = format!(
+        "**{}** is declared ({}, commander {}). Its channel is being created and you will be added to it.",
+        i.id, i.severity, i.commander
+    );
+    if let Err(e) = mm.respond(response_url, &ephemeral(text)).await {
+        tracing::warn!(incident_id = %i.id, error = %e, "could not confirm the declaration to its declarer");
     }
 }
 

@@ -329,6 +329,31 @@ impl Mattermost {
         Err(classify(res, Call { what: "open the dialog", channel: None }).await)
     }
 
+    /// Answers a slash command later through its `response_url` (§2.3: 30 minutes, 5 uses).
+    /// Only URLs on this Mattermost server are called, so a forged URL cannot point Klaxon
+    /// anywhere else.
+    pub async fn respond(&self, response_url: &str, body: &serde_json::Value) -> Result<(), MattermostError> {
+        let same_server = url::Url::parse(response_url).is_ok_and(|u| {
+            u.scheme() == self.base.scheme()
+                && u.host_str() == self.base.host_str()
+                && u.port_or_known_default() == self.base.port_or_known_default()
+                && u.path().starts_with("/hooks/commands/")
+        });
+        if !same_server {
+            return Err(MattermostError::Permanent {
+                status: 0,
+                id: String::new(),
+                what: "answer through the command's response URL".into(),
+                fix: "the response URL is not on the configured Mattermost server (mattermost.url must match its SiteURL)".into(),
+            });
+        }
+        let res = send(self.http.post(response_url).json(body)).await?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(classify(res, Call { what: "answer through the command's response URL", channel: None }).await)
+    }
+
     /// Posts through an incoming webhook (`POST /hooks/{id}`, answer `ok`). `url` is the
     /// webhook's full URL, which may be on another server than the bot's.
     pub async fn post_webhook(&self, url: &Secret, post: &WebhookPost) -> Result<(), MattermostError> {
@@ -417,6 +442,21 @@ async fn classify(res: reqwest::Response, call: Call<'_>) -> MattermostError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_response_url_on_another_server_is_never_called() {
+        let mm = Mattermost::new(url::Url::parse("https://chat.example.com").unwrap(), None);
+        for bad in [
+            "https://evil.example.com/hooks/commands/abc",
+            "http://chat.example.com/hooks/commands/abc",
+            "https://chat.example.com:8443/hooks/commands/abc",
+            "https://chat.example.com/api/v4/users",
+            "not a url",
+        ] {
+            let err = mm.respond(bad, &serde_json::json!({})).await.unwrap_err();
+            assert!(matches!(err, MattermostError::Permanent { status: 0, .. }), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn retry_after_takes_the_longer_of_the_two_headers_in_seconds() {

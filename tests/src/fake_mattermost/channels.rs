@@ -125,6 +125,11 @@ impl FakeMattermost {
         });
     }
 
+    /// What was answered through `response_url`s (§2.3), in order.
+    pub fn command_responses(&self) -> Vec<Value> {
+        self.with(|w| w.command_responses.clone())
+    }
+
     pub fn dialogs(&self) -> Vec<Value> {
         self.with(|w| w.dialogs.clone())
     }
@@ -414,4 +419,13 @@ pub(super) async fn access_token(State(world): State<Shared>, body: Bytes) -> Re
                     "refresh_token": format!("r3fr3sh{:0>19}", w.next_id), "id_token": ""})),
     )
         .into_response()
+}
+
+/// `POST /hooks/commands/{id}`: a slash command's delayed answer; `ok` as text.
+pub(super) async fn command_response(State(world): State<Shared>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return app_error(400, "web.command_webhook.parse.app_error", "Unable to parse incoming data.");
+    };
+    world.lock().expect("fake lock").command_responses.push(v);
+    (StatusCode::OK, [("Content-Type", "text/plain")], "ok").into_response()
 }

@@ -71,6 +71,8 @@ struct World {
     oauth_codes: HashMap<String, (String, String)>,
     /// Access tokens issued through OAuth: token -> user id.
     user_tokens: HashMap<String, String>,
+    /// Delayed slash-command answers (`response_url`), in order.
+    command_responses: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -125,6 +127,7 @@ impl FakeMattermost {
             .route("/api/v4/users/{id}", get(channels::user))
             .route("/api/v4/actions/dialogs/open", post(channels::open_dialog))
             .route("/oauth/access_token", post(channels::access_token))
+            .route("/hooks/commands/{id}", post(channels::command_response))
             .with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Mattermost");
         let url = format!("http://{}", listener.local_addr().expect("fake address"));
