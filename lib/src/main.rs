@@ -112,17 +112,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::OauthInstallUrl { config } => {
-            let state = match klaxon::serve::load_config(config.as_deref()) {
-                Ok((c, _)) => klaxon::app::AppState::from_config(c).await,
-                Err(e) => Err(e),
-            };
-            let state = match state {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let Some(state) = load_state(config.as_deref()).await else { return ExitCode::FAILURE };
             match klaxon::chatops::oauth::authorize_link(&state, klaxon::chatops::oauth::INSTALL, "", "admin") {
                 Ok(link) => {
                     println!("Open this link as a Mattermost admin within 15 minutes:\n{link}");
@@ -177,17 +167,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Deliveries { config, command } => {
-            let state = match klaxon::serve::load_config(config.as_deref()) {
-                Ok((c, _)) => klaxon::app::AppState::from_config(c).await,
-                Err(e) => Err(e),
-            };
-            let state = match state {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let Some(state) = load_state(config.as_deref()).await else { return ExitCode::FAILURE };
             let deliveries = state.deliveries();
             let failed = match klaxon::notify::retry::list(&deliveries).await {
                 Ok(f) => f,
@@ -302,5 +282,20 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// The state `serve` would build from the configuration; `None` after printing why not.
+async fn load_state(config: Option<&std::path::Path>) -> Option<klaxon::app::AppState> {
+    let state = match klaxon::serve::load_config(config) {
+        Ok((c, _)) => klaxon::app::AppState::from_config(c).await,
+        Err(e) => Err(e),
+    };
+    match state {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
     }
 }

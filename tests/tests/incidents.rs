@@ -659,6 +659,18 @@ async fn bad_states_other_users_and_refused_codes_get_a_clear_page_and_store_not
 }
 
 async fn the_admin_install_stores_the_app_token(rig: Rig) {
+    // A Klaxon without a bot token: nothing to call Mattermost with before the install.
+    let mut config = (*rig.app.state.config).clone();
+    config.mattermost.as_mut().unwrap().bot_token = None;
+    let no_bot = klaxon::app::AppState {
+        config: std::sync::Arc::new(config),
+        app_token: Default::default(),
+        mattermost_client: Default::default(),
+        ..rig.app.state.clone()
+    };
+    no_bot.load_app_token().await;
+    assert!(no_bot.mattermost().unwrap().me().await.is_err(), "no token yet");
+
     let link =
         klaxon::chatops::oauth::authorize_link(&rig.app.state, klaxon::chatops::oauth::INSTALL, "", "admin").unwrap();
     let (state, redirect) = link_parts(&link);
@@ -669,4 +681,8 @@ async fn the_admin_install_stores_the_app_token(rig: Rig) {
     let token = rig.app.state.oauth().unwrap().app_token().await.unwrap().expect("the app token is stored");
     assert!(token.expose().starts_with("us3rt0k"));
     assert!(!format!("{token:?}").contains("us3rt0k"), "Debug never shows it");
+    // Loaded at the next start (or invocation), the app's token is what API calls use.
+    no_bot.load_app_token().await;
+    assert_eq!(no_bot.mattermost().unwrap().me().await.unwrap().username, "carol");
+    assert!(no_bot.channel_reader().is_some(), "incidents work without a bot token now");
 }

@@ -114,7 +114,9 @@ pub async fn callback(state: &AppState, cb: &Callback) -> Page {
     };
     let Some(mm) = state.mattermost() else { return refused("No Mattermost is configured; nothing changed.") };
     let now = jiff::Timestamp::now().as_second();
-    let purpose = if cb.state.contains(&format!("\"p\":\"{INSTALL}\"")) { INSTALL } else { CONNECT };
+    // The state says which flow it belongs to; its signature covers that (checked next).
+    let claimed = serde_json::from_str::<crate::chatops::signing::State>(&cb.state).map(|s| s.purpose);
+    let purpose = if claimed.ok().as_deref() == Some(INSTALL) { INSTALL } else { CONNECT };
     let verified = match signer.verify_state(&cb.state, purpose, None, now) {
         Ok(v) => v,
         Err(e) => return refused(format!("This link cannot be used: {e}. Nothing changed.")),
