@@ -10,6 +10,7 @@ pub mod config;
 pub mod deployed;
 pub mod domain;
 pub mod embedded;
+pub mod escalation;
 pub mod http;
 pub mod incidents;
 pub mod ingest;

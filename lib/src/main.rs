@@ -54,6 +54,17 @@ enum Command {
         #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
         config: Option<PathBuf>,
     },
+    /// Who is on call now and next in each rotation, and the next handoffs.
+    Oncall {
+        #[arg(long, short, env = "KLAXON_CONFIG_FILE")]
+        config: Option<PathBuf>,
+        /// Show the rotations as at this time (RFC 3339, e.g. 2026-12-24T09:00:00Z) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// How many handoffs to list per rotation.
+        #[arg(long, default_value_t = 5)]
+        handoffs: usize,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -123,6 +134,25 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Oncall { config, at, handoffs } => {
+            let config = match klaxon::serve::load_config(config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let now = match at.as_deref().map(str::parse::<jiff::Timestamp>) {
+                None => jiff::Timestamp::now(),
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    eprintln!("--at: {e}; write it like 2026-12-24T09:00:00Z");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{}", klaxon::escalation::on_call_text(&config, now, handoffs).replace("**", ""));
+            ExitCode::SUCCESS
         }
         Command::TestConnection { config } => {
             let config = match klaxon::serve::load_config(config.as_deref()) {

@@ -396,6 +396,7 @@ async fn commands_outside_an_incident_channel_say_where_to_run_them(rig: Rig) {
     let help = rig.slash(TOWN_SQUARE, "help").await;
     assert_eq!(help, klaxon::chatops::command::help("/incident"));
     assert_eq!(rig.slash(TOWN_SQUARE, "list").await, "No open incidents. `/incident new` declares one.");
+    assert!(rig.slash(TOWN_SQUARE, "who").await.starts_with("No on-call rotations are configured"));
     let test = rig.slash(TOWN_SQUARE, "test").await;
     assert!(test.starts_with("**Connection test: all good.**") && test.contains("@klaxon-bot"), "{test}");
     let channel = declare(&rig, "Search is slow").await;

@@ -35,6 +35,7 @@ pub enum Command {
     Help,
     Test,
     Connect,
+    OnCall,
 }
 
 fn optional(rest: &str) -> Option<String> {
@@ -125,6 +126,13 @@ pub const TABLE: &[Spec] = &[
         help: "the open incidents, with links to their channels",
         scope: Scope::Anywhere,
         parse: |_| Ok(Command::List),
+    },
+    Spec {
+        names: &["oncall", "on-call", "who"],
+        args: "",
+        help: "who is on call now and next in each rotation",
+        scope: Scope::Anywhere,
+        parse: |_| Ok(Command::OnCall),
     },
     Spec {
         names: &["test"],

@@ -104,6 +104,7 @@ pub async fn handle(state: &AppState, req: &SlashRequest, authorization: Option<
             return json!({ "response_type": "in_channel", "text": render::retrospective(&i.value, now) });
         }
         Command::Test => return test(state).await,
+        Command::OnCall => return ephemeral(crate::escalation::on_call_text(&state.config, now, 3)),
         Command::Connect => return ephemeral(super::oauth::connect_text(state, &req.user_id, &req.user_name)),
         Command::Mitigate => Change::Mitigate,
         Command::Resolve => Change::Resolve,

@@ -28,6 +28,7 @@ impl std::str::FromStr for ConfigDuration {
                 'm' => 60,
                 'h' => 3600,
                 'd' => 86_400,
+                'w' => 7 * 86_400,
                 _ => return Err(bad()),
             };
             total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
@@ -58,6 +59,7 @@ mod tests {
         assert_eq!(secs("10m"), Ok(600));
         assert_eq!(secs("1h30m"), Ok(5400));
         assert_eq!(secs("1d"), Ok(86_400));
+        assert_eq!(secs("2w"), Ok(14 * 86_400));
     }
 
     #[test]

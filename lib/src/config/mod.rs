@@ -40,6 +40,9 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     #[serde(default)]
     pub escalation_policies: Vec<EscalationPolicy>,
+    /// On-call rotations that escalation steps notify (`rotation:ID`).
+    #[serde(default)]
+    pub rotations: Vec<RotationConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -339,6 +342,42 @@ pub struct EscalationStep {
     pub notify: Vec<String>,
     /// Post the escalation here instead of the alert's own channel.
     pub channel: Option<String>,
+}
+
+/// An on-call rotation: who is on call, shift after shift.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    pub id: String,
+    /// Mattermost usernames, in rotation order.
+    pub users: Vec<String>,
+    /// Shift length: whole days (`1d`, `7d`, `1w`) hand off at `handoff` local time, DST or not;
+    /// shorter ones (`12h`) are fixed spans of time.
+    pub shift: ConfigDuration,
+    /// Local time of the handoff, `HH:MM`. Default 09:00.
+    #[serde(default = "default_handoff")]
+    pub handoff: String,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// The date (`YYYY-MM-DD`) the first user's first shift starts, at `handoff`.
+    pub start: String,
+    #[serde(default)]
+    pub overrides: Vec<RotationOverride>,
+}
+
+fn default_handoff() -> String {
+    "09:00".into()
+}
+
+/// "alice covers bob from ... to ...": local times in the rotation's zone (`2026-12-24T09:00`)
+/// or with an offset. Without `covers`, it replaces whoever is on call then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationOverride {
+    pub user: String,
+    pub from: String,
+    pub to: String,
+    pub covers: Option<String>,
 }
 
 /// One problem in the file, tied to the field it is about.

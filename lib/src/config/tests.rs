@@ -196,6 +196,32 @@ fn incidents_need_a_bot_a_team_a_command_token_and_a_seq_in_channel_names() {
 }
 
 #[test]
+fn rotations_and_references_to_them_are_checked() {
+    let text = r#"
+version = 1
+[[escalation_policies]]
+id = "p"
+[[escalation_policies.steps]]
+after = "2d"
+notify = ["rotation:primary", "rotation:nope"]
+[[rotations]]
+id = "primary"
+users = ["alice"]
+shift = "1w"
+time_zone = "Europe/Berlin"
+start = "2026-11-30"
+[[rotations]]
+id = "primary"
+users = []
+shift = "1w"
+time_zone = "Mars/Olympus"
+start = "2026-11-30"
+"#;
+    let f = fields(text);
+    assert_eq!(f, ["escalation_policies[0].steps[0].notify", "rotations[1].id", "rotations[1]"], "2d is a valid delay");
+}
+
+#[test]
 fn escalation_steps_are_checked() {
     let text = r#"
 version = 1

@@ -43,6 +43,7 @@ pub(super) fn validate(c: &Config) -> Vec<ConfigIssue> {
     sources(c, &mut v);
     incidents(c, &mut v);
     escalation(c, &mut v);
+    rotations(c, &mut v);
     v.0
 }
 
@@ -527,6 +528,21 @@ fn incidents(c: &Config, v: &mut Issues) {
     }
 }
 
+fn rotations(c: &Config, v: &mut Issues) {
+    let mut ids = HashSet::new();
+    for (i, r) in c.rotations.iter().enumerate() {
+        let field = format!("rotations[{i}]");
+        if !is_slug(&r.id) {
+            v.add(format!("{field}.id"), format!("{:?} is not a valid id", r.id), "use letters, digits, - or _");
+        } else if !ids.insert(r.id.as_str()) {
+            v.add(format!("{field}.id"), format!("{:?} is used twice", r.id), "give every rotation its own id");
+        }
+        if let Err(e) = crate::escalation::rotation::Rotation::from_config(r) {
+            v.add(&field, e, "see klaxon.example.toml for a complete rotation");
+        }
+    }
+}
+
 fn escalation(c: &Config, v: &mut Issues) {
     let mut ids = HashSet::new();
     for (i, p) in c.escalation_policies.iter().enumerate() {
@@ -552,15 +568,27 @@ fn escalation(c: &Config, v: &mut Issues) {
         }
         for (j, s) in p.steps.iter().enumerate() {
             let sf = format!("{field}.steps[{j}]");
-            if s.after.0 < Duration::from_secs(60) || s.after.0 > Duration::from_secs(86_400) {
-                v.add(format!("{sf}.after"), "must be between 1m and 24h", "write it like \"5m\"");
+            if s.after.0 < Duration::from_secs(60) || s.after.0 > Duration::from_secs(7 * 86_400) {
+                v.add(format!("{sf}.after"), "must be between 1m and 7d", "write it like \"5m\" or \"2d\"");
             }
             if s.notify.is_empty() && s.channel.is_none() {
                 v.add(&sf, "neither notifies anyone nor posts anywhere", "add notify = [\"@oncall\"] or a channel");
             }
             for n in &s.notify {
-                if !n.starts_with('@') || n.len() < 2 {
-                    v.add(format!("{sf}.notify"), format!("{n:?} is not a mention"), "write users and groups as @name");
+                if let Some(r) = n.strip_prefix("rotation:") {
+                    if !c.rotations.iter().any(|x| x.id == r) {
+                        v.add(
+                            format!("{sf}.notify"),
+                            format!("rotation {r:?} is not defined"),
+                            "define it as a [[rotations]] entry with that id",
+                        );
+                    }
+                } else if !n.starts_with('@') || n.len() < 2 {
+                    v.add(
+                        format!("{sf}.notify"),
+                        format!("{n:?} is neither a mention nor a rotation"),
+                        "write users and groups as @name, rotations as rotation:ID",
+                    );
                 }
             }
             if let Some(ch) = &s.channel {
