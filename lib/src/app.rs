@@ -97,6 +97,14 @@ impl AppState {
         crate::incidents::service::Incidents::new(self.config.clone(), self.incidents(), self.outbox())
     }
 
+    /// Fires escalation timers, when any escalation policy is configured.
+    pub fn escalator(&self) -> Option<crate::escalation::timers::Escalator> {
+        if self.config.escalation_policies.is_empty() {
+            return None;
+        }
+        Some(crate::escalation::timers::Escalator::new(self.config.clone(), self.store.clone(), self.outbox()))
+    }
+
     /// Reads open incidents' channels into their timelines, when incidents are on and a bot
     /// is configured.
     pub fn channel_reader(&self) -> Option<crate::incidents::mirror::ChannelReader> {

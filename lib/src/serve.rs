@@ -78,6 +78,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let sweeper = tokio::spawn(sweep_loop(state.outbox(), state.store.clone(), stop_rx.clone()));
     let reader = state.channel_reader().map(|r| tokio::spawn(mirror_loop(r, stop_rx.clone())));
+    let escalator = state.escalator().map(|e| tokio::spawn(escalation_loop(e, stop_rx.clone())));
 
     let app = crate::http::all(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -87,8 +88,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = w.await;
     }
     let _ = sweeper.await;
-    if let Some(r) = reader {
-        let _ = r.await;
+    for task in [reader, escalator].into_iter().flatten() {
+        let _ = task.await;
     }
     served.map_err(ServeError::Server)?;
     println!("Klaxon stopped.");
@@ -128,6 +129,24 @@ async fn mirror_loop(reader: crate::incidents::mirror::ChannelReader, mut stop: 
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reading incident channels failed; trying again later"),
+        }
+    }
+}
+
+/// How often `klaxon serve` looks for due escalation timers.
+const ESCALATE_EVERY: Duration = Duration::from_secs(5);
+
+/// Fires escalation timers as they come due.
+async fn escalation_loop(escalator: crate::escalation::timers::Escalator, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ESCALATE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match escalator.run_due(jiff::Timestamp::now()).await {
+            Ok(r) if r.fired > 0 => tracing::info!(escalated = r.fired, "escalation timers fired"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "escalation sweep failed; trying again later"),
         }
     }
 }

@@ -119,7 +119,40 @@ pub struct Alert {
     pub acknowledged_by: Option<Actor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<Actor>,
+    /// Where its escalation policy stands, when its source names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
     pub timeline: Vec<TimelineEntry>,
+}
+
+/// An alert's place in its escalation policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub policy: String,
+    /// 1-based level (step) now assigned.
+    pub level: u32,
+    /// How many levels the policy has.
+    pub levels: u32,
+    /// 0 on the first pass through the levels, +1 per repeat.
+    pub round: u32,
+    /// Who is assigned now (`@bob`, `@sre-leads`).
+    pub assignees: Vec<String>,
+    /// When the next check is due, while escalation runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<Timestamp>,
+    /// +1 per change of the escalation: a timer carries the number it was set for, so a stale or
+    /// duplicate timer does nothing.
+    pub seq: u64,
+    /// Every level and repeat has passed without an acknowledgement.
+    #[serde(default)]
+    pub exhausted: bool,
+}
+
+impl Escalation {
+    /// Whether a timer set for `seq` may act on this alert now.
+    pub fn timer_applies(&self, seq: u64) -> bool {
+        self.seq == seq && !self.exhausted && self.due.is_some()
+    }
 }
 
 impl Alert {
@@ -138,8 +171,46 @@ impl Alert {
             updated_at: at,
             acknowledged_by: None,
             resolved_by: None,
+            escalation: None,
             timeline: vec![TimelineEntry::new(at, actor, "triggered")],
         }
+    }
+
+    /// Starts escalation on a new alert: level 1 assigned, the first check due. Part of the
+    /// trigger (no change of its own), so it is announced with the card.
+    pub fn start_escalation(&mut self, mut e: Escalation) {
+        e.seq = 1;
+        let note = format!("level 1 of {}: {}", e.levels, e.assignees.join(", "));
+        let at = self.created_at;
+        self.escalation = Some(e);
+        self.timeline.push(TimelineEntry { note: Some(note), ..TimelineEntry::new(at, Actor::System, "assigned") });
+    }
+
+    /// A check found the alert unacknowledged: the next level is assigned (`Some`), or the
+    /// policy is exhausted (`None`). Only while the alert is open.
+    pub fn escalate(&mut self, next: Option<(u32, u32, Vec<String>, Timestamp)>, at: Timestamp) -> bool {
+        if self.status != AlertStatus::Open {
+            return false;
+        }
+        let Some(e) = self.escalation.as_mut() else { return false };
+        e.seq += 1;
+        let (what, note) = match next {
+            Some((level, round, assignees, due)) => {
+                let note = format!("level {level} of {}: {}", e.levels, assignees.join(", "));
+                (e.level, e.round, e.assignees, e.due) = (level, round, assignees, Some(due));
+                ("escalated", note)
+            }
+            None => {
+                e.due = None;
+                e.exhausted = true;
+                ("escalation_exhausted", format!("no acknowledgement after {} level(s)", e.levels))
+            }
+        };
+        self.record(Actor::System, at, what);
+        if let Some(last) = self.timeline.last_mut() {
+            last.note = Some(note);
+        }
+        true
     }
 
     /// When the source last reported it (creation or the latest grouped repeat).

@@ -9,7 +9,7 @@ pub mod incident;
 pub mod timeline;
 pub mod urgency;
 
-pub use alert::{Alert, AlertAction, AlertError, AlertStatus, NewAlert};
+pub use alert::{Alert, AlertAction, AlertError, AlertStatus, Escalation, NewAlert};
 pub use incident::{Incident, IncidentAction, IncidentError, IncidentId, IncidentStatus, NewIncident};
 pub use timeline::{Actor, TimelineEntry};
 pub use urgency::Urgency;

@@ -1,6 +1,8 @@
 //! Escalation: on-call rotations (who is on call when), and running policies.
 
+pub mod policy;
 pub mod rotation;
+pub mod timers;
 
 use crate::config::Config;
 use jiff::Timestamp;

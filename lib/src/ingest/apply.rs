@@ -245,9 +245,13 @@ impl Intake {
             details: event.details.clone(),
             urgency: event.urgency,
         };
-        let alert = Alert::trigger(new, event.actor.clone(), event.at);
+        let mut alert = Alert::trigger(new, event.actor.clone(), event.at);
+        if let Some(e) = crate::escalation::policy::start(&self.config, &event.source, event.at) {
+            alert.start_escalation(e);
+        }
         let result = IntakeResult::about(Outcome::Created, &alert, false);
-        let extra = self.extra_writes(event, &alert, &result);
+        let mut extra = self.extra_writes(event, &alert, &result);
+        extra.extend(crate::escalation::timers::schedule(&alert));
         self.alerts.create(&alert, open.index_version, extra).await?;
         Ok(result)
     }

@@ -125,6 +125,16 @@ pub fn render(alert: &Alert) -> (String, Attachment) {
     if let (Some(by), Some(t)) = (&alert.resolved_by, at("resolved")) {
         fields.push(Field { title: "Resolved".into(), value: format!("by {} at {}", who(by), when(t)), short: false });
     }
+    if let Some(e) = &alert.escalation {
+        // Names only (no mention): the thread mentions them once, card updates never do.
+        let names = neutralise(&e.assignees.join(", "));
+        let value = if e.exhausted {
+            format!("{names} (policy {} exhausted)", e.policy)
+        } else {
+            format!("{names} (level {} of {})", e.level, e.levels)
+        };
+        fields.push(Field { title: "Assigned".into(), value, short: false });
+    }
     let message = format!("**{}** ({}, {}): {summary}", alert.id, alert.urgency, status.to_lowercase());
     let attachment = Attachment {
         fallback: format!("{} [{}] {summary}", alert.id, alert.urgency),
@@ -152,6 +162,25 @@ pub fn thread_reply(event: &str, alert: &Alert) -> Option<String> {
         "alert.resolved" => Some(format!("Resolved by {}.", last_by("resolved")?)),
         "alert.urgency_raised" => {
             Some(format!("Urgency raised to {} by {}.", alert.urgency, last_by("urgency_raised")?))
+        }
+        // Escalation mentions its targets here, once per level.
+        "alert.triggered" => {
+            let e = alert.escalation.as_ref()?;
+            Some(format!("{} is yours, {} (level 1 of {}).", alert.id, e.assignees.join(", "), e.levels))
+        }
+        "alert.escalated" => {
+            let e = alert.escalation.as_ref()?;
+            if e.exhausted {
+                Some(format!(
+                    "Escalation policy {} is exhausted: nobody acknowledged {} through {} level(s). It stays assigned to {}.",
+                    e.policy,
+                    alert.id,
+                    e.levels,
+                    e.assignees.join(", ")
+                ))
+            } else {
+                Some(format!("Escalated to level {} of {}: {}.", e.level, e.levels, e.assignees.join(", ")))
+            }
         }
         _ => None,
     }

@@ -2,6 +2,7 @@
 
 use super::batch::{JobHandler, Record, handle_batch, retry_delay, set_aside};
 use super::outbox::{Outbox, RelayError};
+use crate::escalation::timers::Escalator;
 use crate::incidents::mirror::ChannelReader;
 use crate::queue::Queue;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -85,12 +86,14 @@ pub async fn handle_sqs_event(
 }
 
 /// The notifier's entry point: an SQS batch (from the notify or timer queue), or an EventBridge
-/// schedule tick that sweeps the outbox and reads the open incidents' channels (`reader`).
+/// schedule tick that sweeps the outbox, reads the open incidents' channels (`reader`) and fires
+/// due escalation timers (`escalator`).
 pub async fn handle_event(
     handler: &dyn JobHandler,
     outbox: &Outbox,
     queues: &[Arc<dyn Queue>],
     reader: Option<&ChannelReader>,
+    escalator: Option<&Escalator>,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, SqsEventError> {
     if event.get("Records").is_some() {
@@ -110,7 +113,17 @@ pub async fn handle_event(
             },
             None => 0,
         };
-        return Ok(serde_json::json!({ "swept": sent, "mirrored": mirrored }));
+        let escalated = match escalator {
+            Some(e) => match e.run_due(jiff::Timestamp::now()).await {
+                Ok(report) => report.fired,
+                Err(e) => {
+                    tracing::warn!(error = %e, "escalation sweep failed; the next tick tries again");
+                    0
+                }
+            },
+            None => 0,
+        };
+        return Ok(serde_json::json!({ "swept": sent, "mirrored": mirrored, "escalated": escalated }));
     }
     Err(SqsEventError::UnknownEvent("expected \"Records\" or a \"Scheduled Event\"".into()))
 }

@@ -191,6 +191,14 @@ impl Notifier {
             (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
             (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
         };
+        // An escalation step may name a channel of its own (a team's on-call channel).
+        let outcome = match outcome {
+            Ok(post_id) if job.event == "alert.escalated" => match self.step_channel_post(mm, job, &alert).await {
+                Ok(()) => Ok(post_id),
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
         match outcome {
             Ok(post_id) => {
                 let delivery = Delivery::Posted { channel, post_id };
@@ -204,6 +212,24 @@ impl Notifier {
                 self.deliveries.record_failure(&Job::Notify(job.clone()), Some(channel), why).await?;
                 Ok(())
             }
+        }
+    }
+
+    /// Posts an escalation in the channel its step names, if it names one.
+    async fn step_channel_post(&self, mm: &Mattermost, job: &NotifyJob, alert: &Alert) -> Result<(), Failure> {
+        let Some(e) = alert.escalation.as_ref().filter(|e| !e.exhausted) else { return Ok(()) };
+        let Some(name) = crate::escalation::policy::step(&self.config, e).and_then(|s| s.channel.as_ref()) else {
+            return Ok(());
+        };
+        let dest = self
+            .config
+            .channels
+            .get(name)
+            .ok_or_else(|| Failure::Permanent(format!("channel {name} is not defined in [channels]")))?;
+        match (&dest.channel_id, &dest.webhook) {
+            (Some(id), _) => self.own_post(mm, job, alert, id).await.map(|_| ()),
+            (None, Some(hook)) => self.webhook_post(mm, job, alert, hook).await.map(|_| ()),
+            (None, None) => Err(Failure::Permanent(format!("channel {name} has neither channel_id nor webhook"))),
         }
     }
 
