@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use klaxon_tests::TestApp;
-use klaxon_tests::fake_mattermost::{BOT_TOKEN, BOT_USER_ID, FakeMattermost};
+use klaxon_tests::fake_mattermost::{BOT_TOKEN, BOT_USER_ID, CAROL_ID, FakeMattermost};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -36,6 +36,15 @@ id = "freezer"
 kind = "particle"
 token = "{KEY}"
 escalation_policy = "default"
+[[sources]]
+id = "chat"
+kind = "mattermost"
+token = "7kmxqf1b9jdzfcbj1d3u7uwqyo"
+act_on = ["freezer"]
+[[sources]]
+id = "other"
+kind = "mattermost"
+token = "0th3rt0k3n0th3rt0k3n0th3rx"
 [[escalation_policies]]
 id = "default"
 repeat = 1
@@ -126,6 +135,57 @@ impl Rig {
         format!("@{}", r.on_call(self.t0 + SignedDuration::from_mins(minutes)).user)
     }
 
+    /// A choice in the card's `assign` or `snooze` menu, as Mattermost sends it (§5.2).
+    async fn choose(&self, action: &str, option: &str) -> Value {
+        let card = self.card();
+        let actions = card["props"]["attachments"][0]["actions"].as_array().unwrap().clone();
+        let menu =
+            actions.iter().find(|a| a["id"] == action).unwrap_or_else(|| panic!("no {action} menu: {actions:?}"));
+        assert_eq!(menu["type"], "select");
+        let mut context = menu["integration"]["context"].clone();
+        context["selected_option"] = serde_json::json!(option);
+        let body = serde_json::json!({"user_id": "b0bb0bb0bb0bb0bb0bb0bb0bb0", "user_name": "bob", "channel_id": OPS,
+            "post_id": card["id"], "type": "select", "data_source": if action == "assign" { "users" } else { "" },
+            "context": context});
+        let req = Request::post("/chatops/action")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        self.notify().await;
+        answer
+    }
+
+    /// `#alert <text>` from source `source` in the ops channel.
+    async fn chat(&self, source: &str, token: &str, text: &str) -> (StatusCode, String) {
+        let form = serde_urlencoded::to_string([
+            ("channel_id", OPS),
+            ("channel_name", "ops"),
+            ("post_id", &format!("{:0>26}", text.len())),
+            ("team_id", "oiw6xsg1uigqxqzfoinhf8d3ae"),
+            ("text", text),
+            ("timestamp", "1795435200"),
+            ("token", token),
+            ("trigger_word", "#alert"),
+            ("user_id", "b0bb0bb0bb0bb0bb0bb0bb0bb0"),
+            ("user_name", "bob"),
+        ])
+        .unwrap();
+        let req = Request::post(format!("/hooks/mattermost/{source}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        self.notify().await;
+        (status, v["text"].as_str().unwrap_or_default().to_string())
+    }
+
     async fn acknowledge(&self) {
         let alert = self.app.state.alerts().get("ALR-1").await.unwrap().unwrap();
         assert_eq!(alert.value.status, klaxon::domain::AlertStatus::Open);
@@ -153,7 +213,10 @@ macro_rules! all_cases {
         escalation_tests!($factory;
             level_one_is_assigned_at_once_and_level_two_after_its_wait,
             an_acknowledgement_stops_escalation_and_leaves_stale_timers_harmless,
-            an_unacknowledged_alert_runs_every_level_and_repeat_then_is_exhausted);
+            an_unacknowledged_alert_runs_every_level_and_repeat_then_is_exhausted,
+            assigning_from_the_card_stops_escalation_and_tells_the_new_assignee,
+            a_snooze_pauses_escalation_and_the_alert_comes_back_when_it_ends,
+            assign_and_snooze_from_chat_on_the_sources_own_alerts);
     };
 }
 
@@ -225,4 +288,54 @@ async fn an_unacknowledged_alert_runs_every_level_and_repeat_then_is_exhausted(r
         .map(|e| e.what.clone())
         .collect();
     assert_eq!(timeline, ["triggered", "assigned", "escalated", "escalated", "escalated", "escalation_exhausted"]);
+}
+
+async fn assigning_from_the_card_stops_escalation_and_tells_the_new_assignee(rig: Rig) {
+    let first = rig.on_call(0);
+    let answer = rig.choose("assign", CAROL_ID).await;
+    assert!(answer["ephemeral_text"].is_null(), "{answer}");
+    assert!(answer["update"]["props"].to_string().contains("carol"), "the clicker sees the new card at once");
+    assert_eq!(rig.assigned(), "@carol");
+    assert_eq!(rig.thread().last().unwrap(), "Assigned to @carol by bob; automatic escalation stopped.");
+    let alert = rig.app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    let entry = alert.timeline.iter().rev().find(|e| e.what == "assigned").unwrap();
+    assert_eq!(entry.note.as_deref(), Some(format!("{first} → @carol").as_str()), "old and new assignee");
+    assert_eq!(rig.sweep_at(60).await.fired, 0, "no automatic escalation after a manual assignment");
+    let unknown = rig.choose("assign", "n0b0dyn0b0dyn0b0dyn0b0dyyy").await;
+    assert_eq!(unknown["ephemeral_text"], "There is no such user; nothing changed.");
+}
+
+async fn a_snooze_pauses_escalation_and_the_alert_comes_back_when_it_ends(rig: Rig) {
+    let answer = rig.choose("snooze", "30m").await;
+    assert!(answer["ephemeral_text"].is_null(), "{answer}");
+    assert!(rig.assigned().contains("snoozed until"), "{}", rig.assigned());
+    assert!(rig.thread().last().unwrap().starts_with("Snoozed until "), "{:?}", rig.thread());
+    assert_eq!(rig.sweep_at(5).await.fired, 0, "the level-1 check is paused");
+    assert_eq!(rig.sweep_at(30).await.fired, 1, "the snooze ends");
+    assert_eq!(rig.thread().last().unwrap(), "ALR-1 is back from snooze and still open. Escalation resumes.");
+    assert!(!rig.assigned().contains("snoozed"));
+    assert_eq!(rig.sweep_at(34).await.fired, 0, "level 1 gets its five minutes again");
+    assert_eq!(rig.sweep_at(35).await.fired, 1);
+    assert_eq!(rig.assigned(), "@carol, @sre-leads (level 2 of 2)");
+    let bad = rig.choose("snooze", "1y").await;
+    assert!(bad["ephemeral_text"].as_str().unwrap().contains("not a snooze length"), "{bad}");
+}
+
+async fn assign_and_snooze_from_chat_on_the_sources_own_alerts(rig: Rig) {
+    let token = "7kmxqf1b9jdzfcbj1d3u7uwqyo";
+    let (status, text) = rig.chat("chat", token, "#alert snooze ALR-1 1h").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.starts_with("ALR-1 is snoozed until "), "{text}");
+    let (_, text) = rig.chat("chat", token, "#alert assign ALR-1 @carol").await;
+    assert_eq!(text, "ALR-1 is assigned to @carol.");
+    assert_eq!(rig.assigned(), "@carol");
+    let (status, text) = rig.chat("chat", token, "#alert assign ALR-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("`#alert assign ALR-12 @bob`"), "{text}");
+    let (_, text) = rig.chat("chat", token, "#alert snooze ALR-9 1h").await;
+    assert_eq!(text, "There is no alert ALR-9; nothing changed.");
+    let (status, text) = rig.chat("other", "0th3rt0k3n0th3rt0k3n0th3rx", "#alert assign ALR-1 @bob").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text.contains("may not act on ALR-1"), "{text}");
+    assert_eq!(rig.assigned(), "@carol", "the refused request changed nothing");
 }

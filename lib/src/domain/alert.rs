@@ -71,6 +71,9 @@ impl fmt::Display for AlertAction {
 pub enum AlertError {
     #[error("cannot {action} alert {alert_id}: it is {status}{by}; {allowed}", by = by_suffix(.by), allowed = allowed_text(.status))]
     InvalidTransition { alert_id: String, action: AlertAction, status: AlertStatus, by: Option<Actor> },
+    /// Assigning needs an alert that is not resolved; snoozing one that is open.
+    #[error("cannot {what} alert {alert_id}: it is {status}")]
+    NotNow { alert_id: String, what: &'static str, status: AlertStatus },
 }
 
 fn by_suffix(by: &Option<Actor>) -> String {
@@ -146,12 +149,38 @@ pub struct Escalation {
     /// Every level and repeat has passed without an acknowledgement.
     #[serde(default)]
     pub exhausted: bool,
+    /// Escalation pauses until then (the due timer then brings the alert back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snoozed_until: Option<Timestamp>,
+    /// Someone assigned the alert by hand: automatic escalation stopped.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 impl Escalation {
     /// Whether a timer set for `seq` may act on this alert now.
     pub fn timer_applies(&self, seq: u64) -> bool {
-        self.seq == seq && !self.exhausted && self.due.is_some()
+        self.seq == seq && self.due.is_some() && (!self.exhausted || self.snoozed_until.is_some())
+    }
+
+    /// Whether escalation continues by itself after a snooze.
+    pub fn runs(&self) -> bool {
+        !self.manual && !self.exhausted && self.levels > 0
+    }
+
+    fn empty() -> Escalation {
+        Escalation {
+            policy: String::new(),
+            level: 0,
+            levels: 0,
+            round: 0,
+            assignees: Vec::new(),
+            due: None,
+            seq: 0,
+            exhausted: false,
+            snoozed_until: None,
+            manual: false,
+        }
     }
 }
 
@@ -186,13 +215,60 @@ impl Alert {
         self.timeline.push(TimelineEntry { note: Some(note), ..TimelineEntry::new(at, Actor::System, "assigned") });
     }
 
+    /// Assigns the alert by hand to `to` (`@bob`): automatic escalation stops. Allowed until it
+    /// is resolved.
+    pub fn assign(&mut self, to: &str, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        if self.is_closed() {
+            return Err(AlertError::NotNow { alert_id: self.id.clone(), what: "assign", status: self.status });
+        }
+        let e = self.escalation.get_or_insert_with(Escalation::empty);
+        let before = if e.assignees.is_empty() { "nobody".to_string() } else { e.assignees.join(", ") };
+        e.seq += 1;
+        e.assignees = vec![to.to_string()];
+        e.manual = true;
+        e.due = None;
+        e.snoozed_until = None;
+        self.record(actor, at, "assigned");
+        if let Some(last) = self.timeline.last_mut() {
+            last.note = Some(format!("{before} → {to}"));
+        }
+        Ok(())
+    }
+
+    /// Pauses escalation until `until`. Only an open alert (an acknowledged one does not
+    /// escalate).
+    pub fn snooze(&mut self, until: Timestamp, actor: Actor, at: Timestamp) -> Result<(), AlertError> {
+        if self.status != AlertStatus::Open {
+            return Err(AlertError::NotNow { alert_id: self.id.clone(), what: "snooze", status: self.status });
+        }
+        let e = self.escalation.get_or_insert_with(Escalation::empty);
+        e.seq += 1;
+        e.snoozed_until = Some(until);
+        e.due = Some(until);
+        self.record(actor, at, "snoozed");
+        if let Some(last) = self.timeline.last_mut() {
+            last.note = Some(format!("until {}", until.strftime("%Y-%m-%d %H:%M UTC")));
+        }
+        Ok(())
+    }
+
+    /// The snooze is over: the alert is back, and escalation (if it runs) resumes with its next
+    /// check at `next_due`.
+    pub fn end_snooze(&mut self, next_due: Option<Timestamp>, at: Timestamp) {
+        let Some(e) = self.escalation.as_mut() else { return };
+        e.seq += 1;
+        e.snoozed_until = None;
+        e.due = next_due.filter(|_| e.runs());
+        self.record(Actor::System, at, "snooze_ended");
+    }
+
     /// A check found the alert unacknowledged: the next level is assigned (`Some`), or the
     /// policy is exhausted (`None`). Only while the alert is open.
     pub fn escalate(&mut self, next: Option<(u32, u32, Vec<String>, Timestamp)>, at: Timestamp) -> bool {
         if self.status != AlertStatus::Open {
             return false;
         }
-        let Some(e) = self.escalation.as_mut() else { return false };
+        let Some(e) = self.escalation.as_mut().filter(|e| e.runs()) else { return false };
         e.seq += 1;
         let (what, note) = match next {
             Some((level, round, assignees, due)) => {

@@ -49,7 +49,14 @@ pub fn start(config: &Config, source: &str, at: Timestamp) -> Option<Escalation>
         due: at.checked_add(wait(first)).ok(),
         seq: 0,
         exhausted: false,
+        snoozed_until: None,
+        manual: false,
     })
+}
+
+/// How long the current level waits (for the next check after a snooze).
+pub fn level_wait(config: &Config, e: &Escalation) -> Option<SignedDuration> {
+    step(config, e).map(wait)
 }
 
 /// What follows the current level at `at`: (level, round, assignees, next due), or `None`

@@ -88,11 +88,23 @@ impl Escalator {
                 continue;
             }
             let mut alert = read.value.clone();
-            let next = alert.escalation.as_ref().and_then(|e| policy::next(&self.config, e, now));
-            alert.escalate(next, now);
+            let snoozed = alert.escalation.as_ref().is_some_and(|e| e.snoozed_until.is_some());
+            let event = if snoozed {
+                let wait = alert.escalation.as_ref().and_then(|e| policy::level_wait(&self.config, e));
+                alert.end_snooze(wait.and_then(|w| now.checked_add(w).ok()), now);
+                "alert.unsnoozed"
+            } else {
+                let next = alert.escalation.as_ref().and_then(|e| policy::next(&self.config, e, now));
+                if !alert.escalate(next, now) {
+                    self.store.transact(vec![delete]).await?;
+                    report.stale += 1;
+                    continue;
+                }
+                "alert.escalated"
+            };
             let job = Job::Notify(NotifyJob {
                 job_id: format!("{}#{:010}", alert.id, alert.revision),
-                event: "alert.escalated".into(),
+                event: event.into(),
                 subject: Subject::Alert { id: alert.id.clone() },
                 at: now,
             });

@@ -207,7 +207,15 @@ async fn mattermost_intake(
                 ),
             );
         }
-        Command::Act { .. } if source.chat_actions == Some(false) => {
+        Command::ManageUsage { verb } => {
+            let example = if *verb == "assign" { "assign ALR-12 @bob" } else { "snooze ALR-12 1h" };
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "arguments_missing",
+                format!("Nothing changed: write it like `{trigger}{example}`."),
+            );
+        }
+        Command::Act { .. } | Command::Assign { .. } | Command::Snooze { .. } if source.chat_actions == Some(false) => {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "chat_actions_disabled",
@@ -217,7 +225,7 @@ async fn mattermost_intake(
                 ),
             );
         }
-        Command::Act { .. } if source.insecure => {
+        Command::Act { .. } | Command::Assign { .. } | Command::Snooze { .. } if source.insecure => {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "insecure_source",
@@ -226,6 +234,9 @@ async fn mattermost_intake(
                     source.id
                 ),
             );
+        }
+        Command::Assign { alert_id, .. } | Command::Snooze { alert_id, .. } => {
+            return manage(&state, source, &hook, &command, alert_id).await;
         }
         _ => {}
     }
@@ -236,6 +247,64 @@ async fn mattermost_intake(
     tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "mattermost trigger");
     let text = mattermost_reply(&state, &source.id, &hook.user_name, &result);
     Ok(comment(StatusCode::OK, text, json!({ "klaxon": result })))
+}
+
+/// `assign` and `snooze` from chat: on the source's own alerts (or those `act_on` lists), as the
+/// card's menus do. Answered in the message's thread.
+async fn manage(
+    state: &AppState,
+    source: &crate::config::SourceConfig,
+    hook: &mattermost::OutgoingWebhook,
+    command: &Command,
+    alert_id: &str,
+) -> Result<Response, ApiError> {
+    let now = jiff::Timestamp::now();
+    let owner = match with_deadline(INTAKE_DEADLINE, state.alerts().get(alert_id)).await {
+        Ok(Some(a)) => a.value.source,
+        Ok(None) => {
+            return Ok(comment(
+                StatusCode::NOT_FOUND,
+                format!("There is no alert {alert_id}; nothing changed."),
+                json!({}),
+            ));
+        }
+        Err(e) => return Err(crate::ingest::apply::IntakeError::from(e).into()),
+    };
+    if !source.may_act_on(&owner) {
+        let text = format!(
+            "Nothing changed: source `{}` may not act on {alert_id} (raised by source `{owner}`); an admin can add it to `act_on` of source `{}` in klaxon.toml.",
+            source.id, source.id
+        );
+        return Ok(comment(StatusCode::FORBIDDEN, text, json!({})));
+    }
+    let actor = crate::domain::Actor::user(&hook.user_id, &hook.user_name);
+    let intake = state.intake();
+    let (changed, done) = match command {
+        Command::Assign { user, .. } => {
+            let c = intake.change(alert_id, "alert.assigned", now, |a| a.assign(user, actor.clone(), now));
+            (with_deadline(INTAKE_DEADLINE, c).await, format!("{alert_id} is assigned to {user}."))
+        }
+        Command::Snooze { length, .. } => {
+            let Some(until) = crate::chatops::action::snooze_until(length, now) else {
+                let text = format!(
+                    "Nothing changed: {length:?} is not a snooze length; write it like 30m, 1h, 4h or 1d (at most 7d)."
+                );
+                return Ok(comment(StatusCode::BAD_REQUEST, text, json!({})));
+            };
+            let c = intake.change(alert_id, "alert.snoozed", now, |a| a.snooze(until, actor.clone(), now));
+            let text = format!("{alert_id} is snoozed until {}.", until.strftime("%Y-%m-%d %H:%M UTC"));
+            (with_deadline(INTAKE_DEADLINE, c).await, text)
+        }
+        _ => return Err(bad_request("the message holds nothing to act on")),
+    };
+    use crate::ingest::apply::Changed;
+    match changed? {
+        Changed::Done(_) => Ok(comment(StatusCode::OK, done, json!({}))),
+        Changed::Refused(why) => Ok(comment(StatusCode::CONFLICT, format!("Nothing changed: {why}."), json!({}))),
+        Changed::Unknown => {
+            Ok(comment(StatusCode::NOT_FOUND, format!("There is no alert {alert_id}; nothing changed."), json!({})))
+        }
+    }
 }
 
 fn particle_key<'a>(headers: &'a HeaderMap, query: &'a Option<String>) -> Option<String> {

@@ -91,6 +91,16 @@ pub enum IntakeError {
     Contention(String),
 }
 
+/// What [`Intake::change`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    Done(Box<Alert>),
+    /// Not allowed now (the text says why); nothing changed.
+    Refused(String),
+    /// No such alert.
+    Unknown,
+}
+
 #[derive(Clone)]
 pub struct Intake {
     store: Arc<dyn Store>,
@@ -187,6 +197,53 @@ impl Intake {
             delivery: None,
         };
         self.apply(&event).await
+    }
+
+    /// A change people make that is not an event from a source (assigning, snoozing): `change`
+    /// is applied to the alert as it is now, with `event` announced, in one conditional write,
+    /// retried when another change was first.
+    pub async fn change(
+        &self,
+        alert_id: &str,
+        event: &'static str,
+        at: jiff::Timestamp,
+        change: impl Fn(&mut Alert) -> Result<(), crate::domain::AlertError>,
+    ) -> Result<Changed, IntakeError> {
+        let backoff = Backoff::CONTENDED_WRITE;
+        let changed = {
+            let _serial = self.locks.lock(&format!("id\u{0}{alert_id}")).await;
+            let mut outcome = None;
+            for attempt in 0..backoff.attempts {
+                if attempt > 0 {
+                    backoff.wait(attempt).await;
+                }
+                let Some(read) = self.alerts.get(alert_id).await? else { return Ok(Changed::Unknown) };
+                let mut alert = read.value.clone();
+                if let Err(e) = change(&mut alert) {
+                    return Ok(Changed::Refused(e.to_string()));
+                }
+                let job = Job::Notify(NotifyJob {
+                    job_id: format!("{}#{:010}", alert.id, alert.revision),
+                    event: event.to_string(),
+                    subject: Subject::Alert { id: alert.id.clone() },
+                    at,
+                });
+                let mut writes = vec![outbox::write(&job)];
+                writes.extend(crate::escalation::timers::schedule(&alert));
+                match self.alerts.update(&read, &alert, writes).await {
+                    Ok(()) => {
+                        outcome = Some(alert);
+                        break;
+                    }
+                    Err(RepoError::Conflict { .. }) => continue,
+                    Err(RepoError::Store(e)) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            outcome.ok_or_else(|| IntakeError::Contention(alert_id.to_string()))?
+        };
+        self.relay(alert_id).await;
+        Ok(Changed::Done(Box::new(changed)))
     }
 
     /// Queues the alert's jobs now. If that fails they stay in the outbox for the sweep: the

@@ -138,6 +138,12 @@ pub enum Command {
     Act { kind: EventKind, alert_id: String },
     /// An action verb without an alert id: answer with how to write it, raise nothing.
     Usage { kind: EventKind },
+    /// `<trigger> assign ALR-12 @bob`.
+    Assign { alert_id: String, user: String },
+    /// `<trigger> snooze ALR-12 1h`.
+    Snooze { alert_id: String, length: String },
+    /// `assign` or `snooze` without all its words: answer with how to write it.
+    ManageUsage { verb: &'static str },
     /// Nothing after the trigger word.
     Empty,
 }
@@ -209,6 +215,18 @@ pub fn read_command(text: &str, trigger_word: &str) -> Command {
         text
     };
     let mut words = rest.split_whitespace();
+    let first = rest.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    if first == "assign" || first == "snooze" {
+        let (id, arg) = (rest.split_whitespace().nth(1).and_then(alert_id), rest.split_whitespace().nth(2));
+        return match (first.as_str(), id, arg) {
+            ("assign", Some(alert_id), Some(u)) if u.starts_with('@') && u.len() > 1 => {
+                Command::Assign { alert_id, user: u.to_ascii_lowercase() }
+            }
+            ("snooze", Some(alert_id), Some(l)) => Command::Snooze { alert_id, length: l.to_ascii_lowercase() },
+            ("assign", ..) => Command::ManageUsage { verb: "assign" },
+            _ => Command::ManageUsage { verb: "snooze" },
+        };
+    }
     if let Some(kind) = words.next().and_then(action_verb) {
         return match words.next().and_then(alert_id) {
             Some(alert_id) => Command::Act { kind, alert_id },
@@ -250,7 +268,8 @@ pub fn to_event(
     let delivery = Some(DeliveryKey { key: format!("post:{}", hook.post_id), ttl_secs: POST_ID_MEMORY_SECS });
     let actor = Actor::user(&hook.user_id, &hook.user_name);
     let (kind, title, details, urgency, alert_id) = match command {
-        Command::Empty | Command::Usage { .. } => return None,
+        Command::Empty | Command::Usage { .. } | Command::ManageUsage { .. } => return None,
+        Command::Assign { .. } | Command::Snooze { .. } => return None,
         Command::Raise { title, details, urgency } => {
             (EventKind::Trigger, title.clone(), details.clone(), *urgency, None)
         }

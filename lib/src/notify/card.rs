@@ -16,6 +16,8 @@ pub const CARD_DETAILS_CHARS: usize = 3_000;
 pub const ALERT_PROP: &str = "klaxon_alert_id";
 /// The props key that marks a thread reply with the job that posted it (found again on a retry).
 pub const JOB_PROP: &str = "klaxon_job_id";
+/// The card's Snooze menu: label and duration.
+pub const SNOOZE_OPTIONS: &[(&str, &str)] = &[("30 min", "30m"), ("1 hour", "1h"), ("4 hours", "4h"), ("1 day", "1d")];
 
 /// Breaks every mention in `text`: `@` followed by a zero-width space renders the same and
 /// notifies nobody.
@@ -71,19 +73,31 @@ impl Buttons {
     /// does not exist yet).
     pub fn for_alert(&self, alert: &Alert, post_id: &str, now: i64) -> Vec<Value> {
         let allowed: &[(&str, &str, &str, &str)] = match alert.status {
-            AlertStatus::Open => {
-                &[("ack", "Acknowledge", "acknowledge", "primary"), ("resolve", "Resolve", "resolve", "good")]
+            AlertStatus::Open => &[
+                ("ack", "Acknowledge", "acknowledge", "primary"),
+                ("resolve", "Resolve", "resolve", "good"),
+                ("assign", "Assign...", "assign", ""),
+                ("snooze", "Snooze", "snooze", ""),
+            ],
+            AlertStatus::Acknowledged => {
+                &[("resolve", "Resolve", "resolve", "good"), ("assign", "Assign...", "assign", "")]
             }
-            AlertStatus::Acknowledged => &[("resolve", "Resolve", "resolve", "good")],
             AlertStatus::Resolved => &[],
         };
         allowed
             .iter()
             .map(|(id, name, action, style)| {
                 let context = self.signer.sign(&alert.id, action, post_id, now);
+                let integration = json!({ "url": self.url, "context": context });
                 // Action ids must be [A-Za-z0-9]+: Mattermost's router never delivers others.
-                json!({ "id": id, "type": "button", "name": name, "style": style,
-                        "integration": { "url": self.url, "context": context } })
+                match *action {
+                    "assign" => json!({ "id": id, "type": "select", "name": name, "data_source": "users",
+                                        "integration": integration }),
+                    "snooze" => json!({ "id": id, "type": "select", "name": name, "options": SNOOZE_OPTIONS
+                                            .iter().map(|(text, value)| json!({ "text": text, "value": value })).collect::<Vec<_>>(),
+                                        "integration": integration }),
+                    _ => json!({ "id": id, "type": "button", "name": name, "style": style, "integration": integration }),
+                }
             })
             .collect()
     }
@@ -128,11 +142,17 @@ pub fn render(alert: &Alert) -> (String, Attachment) {
     if let Some(e) = &alert.escalation {
         // Names only (no mention): the thread mentions them once, card updates never do.
         let names = neutralise(&e.assignees.join(", "));
-        let value = if e.exhausted {
+        let names = if names.is_empty() { "nobody".to_string() } else { names };
+        let mut value = if e.manual || e.levels == 0 {
+            names
+        } else if e.exhausted {
             format!("{names} (policy {} exhausted)", e.policy)
         } else {
             format!("{names} (level {} of {})", e.level, e.levels)
         };
+        if let Some(until) = e.snoozed_until {
+            value.push_str(&format!(" · snoozed until {}", when(until)));
+        }
         fields.push(Field { title: "Assigned".into(), value, short: false });
     }
     let message = format!("**{}** ({}, {}): {summary}", alert.id, alert.urgency, status.to_lowercase());
@@ -167,6 +187,23 @@ pub fn thread_reply(event: &str, alert: &Alert) -> Option<String> {
         "alert.triggered" => {
             let e = alert.escalation.as_ref()?;
             Some(format!("{} is yours, {} (level 1 of {}).", alert.id, e.assignees.join(", "), e.levels))
+        }
+        "alert.assigned" => {
+            let e = alert.escalation.as_ref()?;
+            Some(format!(
+                "Assigned to {} by {}; automatic escalation stopped.",
+                e.assignees.join(", "),
+                last_by("assigned")?
+            ))
+        }
+        "alert.snoozed" => {
+            let until = alert.escalation.as_ref()?.snoozed_until?;
+            Some(format!("Snoozed until {} by {}; escalation pauses.", when(until), last_by("snoozed")?))
+        }
+        "alert.unsnoozed" => {
+            let e = alert.escalation.as_ref()?;
+            let tail = if e.due.is_some() { " Escalation resumes." } else { "" };
+            Some(format!("{} is back from snooze and still open.{tail}", alert.id))
         }
         "alert.escalated" => {
             let e = alert.escalation.as_ref()?;
