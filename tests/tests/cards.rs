@@ -453,7 +453,7 @@ async fn a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply(ri
     assert!(rig.notify().await.is_empty());
     let card = rig.card();
     let post_id = card["id"].as_str().unwrap();
-    assert_eq!(buttons(&card["props"]), ["Acknowledge", "Resolve"]);
+    assert_eq!(buttons(&card["props"]), ["Acknowledge", "Resolve", "Assign...", "Snooze"]);
     let ack = button(&card["props"], "Acknowledge");
     assert_eq!(ack["action"], "acknowledge");
     assert_eq!(ack["alert_id"], "ALR-1");
@@ -463,7 +463,7 @@ async fn a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply(ri
     let update = &answer["update"];
     assert_eq!(field(update, "Status"), "Acknowledged", "the clicker sees the new card at once");
     assert_eq!(update["props"]["from_bot"], "true");
-    assert_eq!(buttons(&update["props"]), ["Resolve"]);
+    assert_eq!(buttons(&update["props"]), ["Resolve", "Assign..."]);
     assert_eq!(button(&update["props"], "Resolve")["post_id"], post_id, "re-signed for this post");
     let alert = rig.app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
     assert_eq!(alert.acknowledged_by, Some(klaxon::domain::Actor::user(format!("{:0<26}", "bob"), "bob")));
@@ -507,7 +507,7 @@ async fn forged_altered_foreign_and_expired_buttons_change_nothing(rig: Rig) {
     let expired = serde_json::to_value(signer.sign("ALR-1", "resolve", post_id, old)).unwrap();
     let answer = rig.click("bob", post_id, &expired).await;
     assert!(answer["ephemeral_text"].as_str().unwrap().contains("expired"), "{answer}");
-    assert_eq!(buttons(&answer["update"]["props"]), ["Acknowledge", "Resolve"], "fresh buttons");
+    assert_eq!(buttons(&answer["update"]["props"]), ["Acknowledge", "Resolve", "Assign...", "Snooze"], "fresh buttons");
 
     for id in ["ALR-1", "ALR-2"] {
         let alert = rig.app.state.alerts().get(id).await.unwrap().unwrap().value;

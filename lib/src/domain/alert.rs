@@ -534,6 +534,7 @@ mod tests {
                         prop_assert_eq!(action, act);
                         prop_assert!(!before.status.allowed().contains(&act));
                     }
+                    Err(e @ AlertError::NotNow { .. }) => prop_assert!(false, "apply never answers {e}"),
                 }
             }
             prop_assert_eq!(a.revision, accepted as u64 + 1, "every accepted change is one revision");

@@ -310,15 +310,20 @@ mod tests {
                 .map(|b| b["name"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(names(&a), ["Acknowledge", "Resolve"]);
+        assert_eq!(names(&a), ["Acknowledge", "Resolve", "Assign...", "Snooze"]);
         let (_, card) = render_with_buttons(&a, Some(&buttons), "p1");
+        assert_eq!(
+            (card.actions[2]["type"].as_str(), card.actions[2]["data_source"].as_str()),
+            (Some("select"), Some("users"))
+        );
+        assert_eq!(card.actions[3]["options"].as_array().map(Vec::len), Some(SNOOZE_OPTIONS.len()));
         let ctx: crate::chatops::signing::ButtonContext =
             serde_json::from_value(card.actions[1]["integration"]["context"].clone()).unwrap();
         assert_eq!((ctx.alert_id.as_str(), ctx.action.as_str(), ctx.post_id.as_str()), ("ALR-7", "resolve", "p1"));
         assert_eq!(buttons.signer.verify(&ctx, "p1", Timestamp::now().as_second()), Ok(()));
         assert_eq!(card.actions[0]["id"], "ack", "ids are alphanumeric");
         a.acknowledge(Actor::user("u1", "bob"), t(60)).unwrap();
-        assert_eq!(names(&a), ["Resolve"]);
+        assert_eq!(names(&a), ["Resolve", "Assign..."]);
         a.resolve(Actor::user("u1", "bob"), t(120)).unwrap();
         assert!(names(&a).is_empty());
         assert!(render_with_buttons(&alert(), None, "p1").1.actions.is_empty(), "no buttons without a signing secret");
