@@ -55,6 +55,7 @@ notify = ["rotation:primary"]
 after = "10m"
 notify = ["@carol", "@sre-leads"]
 channel = "oncall"
+direct_message = true
 [[rotations]]
 id = "primary"
 users = ["alice", "bob"]
@@ -239,6 +240,12 @@ async fn level_one_is_assigned_at_once_and_level_two_after_its_wait(rig: Rig) {
     assert_eq!(report.fired, 1, "{report:?}");
     assert_eq!(rig.assigned(), "@carol, @sre-leads (level 2 of 2)");
     assert_eq!(rig.thread().last().unwrap(), "Escalated to level 2 of 2: @carol, @sre-leads.");
+    let dms = rig.mm.direct_messages_to(CAROL_ID);
+    assert_eq!(
+        dms,
+        ["**ALR-1** needs you (level 2 of 2): ALERT from dev7. Acknowledge it on its card."],
+        "carol gets a DM; the group cannot"
+    );
     let oncall = rig.mm.roots_in(ONCALL);
     assert_eq!(oncall.len(), 1, "the step's channel gets a post");
     assert!(oncall[0]["message"].as_str().unwrap().contains("Escalated to level 2 of 2"));

@@ -343,8 +343,11 @@ pub struct EscalationStep {
     /// Mentions to add to the escalation post, e.g. `@alice`, `@oncall`.
     #[serde(default)]
     pub notify: Vec<String>,
-    /// Post the escalation here instead of the alert's own channel.
+    /// Also post the escalation here (a team's on-call channel).
     pub channel: Option<String>,
+    /// Send each targeted user a direct message too (groups cannot get one).
+    #[serde(default)]
+    pub direct_message: bool,
 }
 
 /// An on-call rotation: who is on call, shift after shift.

@@ -136,4 +136,12 @@ start = "2026-11-30"
         );
         assert!(start(&c, "unknown", t("2026-11-30T10:00:00Z")).is_none());
     }
+
+    #[test]
+    fn long_waits_are_kept_as_due_times_not_queue_delays() {
+        let mut c = config();
+        c.escalation_policies[0].steps[0].after = "2d".parse().unwrap();
+        let e = start(&c, "freezer", t("2026-11-30T10:00:00Z")).unwrap();
+        assert_eq!(e.due, Some(t("2026-12-02T10:00:00Z")), "two days, far past SQS's 900 s");
+    }
 }

@@ -291,6 +291,15 @@ impl Mattermost {
             .map(|_| ())
     }
 
+    /// The direct-message channel between the bot and `user_id`, created if needed
+    /// (`POST /api/v4/channels/direct`: 201 whether new or not).
+    pub async fn direct_channel(&self, user_id: &str) -> Result<Channel, MattermostError> {
+        let me = self.me().await?;
+        let body = serde_json::json!([me.id, user_id]);
+        let res = send(self.authed(self.http.post(self.url("/api/v4/channels/direct")).json(&body))?).await?;
+        json(res, Call { what: "open a direct message", channel: None }).await
+    }
+
     /// A user by id (`GET /api/v4/users/{id}`); `None` when there is none (404, or a malformed id).
     pub async fn user(&self, user_id: &str) -> Result<Option<User>, MattermostError> {
         if user_id.len() != 26 || !user_id.chars().all(|c| c.is_ascii_alphanumeric()) {

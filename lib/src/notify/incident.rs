@@ -194,7 +194,7 @@ impl Notifier {
 
     /// Posts `message` as the bot in `channel_id`, once per job: a post this job made before
     /// (its id is in the props) is found instead of made again.
-    async fn post_once(
+    pub(super) async fn post_once(
         &self,
         mm: &Mattermost,
         job: &NotifyJob,

@@ -191,12 +191,15 @@ impl Notifier {
             (None, Some(hook)) => self.webhook_post(mm, job, &alert, hook).await,
             (None, None) => Err(Failure::Permanent(format!("channel {channel} has neither channel_id nor webhook"))),
         };
-        // An escalation step may name a channel of its own (a team's on-call channel).
+        // An escalation step may name a channel of its own (a team's on-call channel), and
+        // ask for direct messages to its users.
         let outcome = match outcome {
-            Ok(post_id) if job.event == "alert.escalated" => match self.step_channel_post(mm, job, &alert).await {
-                Ok(()) => Ok(post_id),
-                Err(e) => Err(e),
-            },
+            Ok(post_id) if job.event == "alert.escalated" || job.event == "alert.triggered" => {
+                match self.escalation_extras(mm, job, &alert).await {
+                    Ok(()) => Ok(post_id),
+                    Err(e) => Err(e),
+                }
+            }
             other => other,
         };
         match outcome {
@@ -215,12 +218,31 @@ impl Notifier {
         }
     }
 
-    /// Posts an escalation in the channel its step names, if it names one.
-    async fn step_channel_post(&self, mm: &Mattermost, job: &NotifyJob, alert: &Alert) -> Result<(), Failure> {
-        let Some(e) = alert.escalation.as_ref().filter(|e| !e.exhausted) else { return Ok(()) };
-        let Some(name) = crate::escalation::policy::step(&self.config, e).and_then(|s| s.channel.as_ref()) else {
+    /// What the current escalation step asks for besides the thread: direct messages to its
+    /// users (on assignment and on each escalation) and a post in its channel (on escalation).
+    async fn escalation_extras(&self, mm: &Mattermost, job: &NotifyJob, alert: &Alert) -> Result<(), Failure> {
+        let Some(e) = alert.escalation.as_ref().filter(|e| !e.exhausted && !e.manual) else { return Ok(()) };
+        let Some(step) = crate::escalation::policy::step(&self.config, e) else { return Ok(()) };
+        if step.direct_message {
+            for target in &e.assignees {
+                let name = target.trim_start_matches('@');
+                // A group (@sre-leads) has no user: it is mentioned in the thread only.
+                let Some(user) = with_retries(|| mm.user_by_name(name)).await? else { continue };
+                let dm = with_retries(|| mm.direct_channel(&user.id)).await?;
+                let text = format!(
+                    "**{}** needs you (level {} of {}): {}. Acknowledge it on its card.",
+                    alert.id,
+                    e.level,
+                    e.levels,
+                    card::neutralise(&alert.summary)
+                );
+                self.post_once(mm, job, &dm.id, text).await?;
+            }
+        }
+        if job.event != "alert.escalated" {
             return Ok(());
-        };
+        }
+        let Some(name) = step.channel.as_ref() else { return Ok(()) };
         let dest = self
             .config
             .channels

@@ -125,6 +125,25 @@ impl FakeMattermost {
         });
     }
 
+    /// Direct messages the bot sent `user_id`, oldest first.
+    pub fn direct_messages_to(&self, user_id: &str) -> Vec<String> {
+        let mut ids = [BOT_USER_ID, user_id];
+        ids.sort();
+        let name = format!("{}__{}", ids[0], ids[1]);
+        self.with(|w| {
+            let Some(channel) = w.channels.values().find(|c| c["name"] == name.as_str()).map(|c| c["id"].clone())
+            else {
+                return Vec::new();
+            };
+            w.order
+                .iter()
+                .filter_map(|id| w.posts.get(id))
+                .filter(|p| p["channel_id"] == channel)
+                .map(|p| p["message"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+    }
+
     /// What was answered through `response_url`s (§2.3), in order.
     pub fn command_responses(&self) -> Vec<Value> {
         self.with(|w| w.command_responses.clone())
@@ -428,4 +447,53 @@ pub(super) async fn command_response(State(world): State<Shared>, body: Bytes) -
     };
     world.lock().expect("fake lock").command_responses.push(v);
     (StatusCode::OK, [("Content-Type", "text/plain")], "ok").into_response()
+}
+
+/// `POST /api/v4/channels/direct` (§4.18): two ids, the caller one of them; 201 new or not.
+pub(super) async fn direct(State(world): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(who) = caller(&world, &headers) else { return session_expired() };
+    let Ok(ids) = serde_json::from_slice::<Vec<String>>(&body) else {
+        return app_error(400, "api.payload.parse.error", "Unable to parse the payload.");
+    };
+    let mut ids: Vec<String> = ids;
+    ids.sort();
+    ids.dedup();
+    if ids.len() != 2 {
+        return app_error(
+            400,
+            "api.context.invalid_body_param.app_error",
+            "Invalid or missing user_ids in request body.",
+        );
+    }
+    if ids.iter().any(|id| id.len() != 26) {
+        return app_error(
+            400,
+            "api.context.invalid_body_param.app_error",
+            "Invalid or missing user_id in request body.",
+        );
+    }
+    if !ids.contains(&who) {
+        return app_error(403, "api.context.permissions.app_error", "You do not have the appropriate permissions.");
+    }
+    let other = ids.iter().find(|id| **id != who).cloned().unwrap_or_default();
+    if other != BOT_USER_ID && !users().iter().any(|(u, _)| *u == other) {
+        return app_error(
+            400,
+            "api.channel.create_direct_channel.invalid_user.app_error",
+            "Invalid user ID for direct channel creation.",
+        );
+    }
+    let name = format!("{}__{}", ids[0], ids[1]);
+    let mut w = world.lock().expect("fake lock");
+    if let Some(existing) = w.channels.values().find(|c| c["name"] == name.as_str()).cloned() {
+        return (StatusCode::CREATED, Json(existing)).into_response();
+    }
+    w.next_id += 1;
+    let id = format!("{:0>26}", format!("dm{}", w.next_id));
+    let channel = json!({"id": id, "create_at": now_ms(), "team_id": "", "type": "D", "display_name": "", "name": name,
+                         "header": "", "purpose": "", "creator_id": who, "delete_at": 0});
+    w.channels.insert(id.clone(), channel.clone());
+    w.channel_members.entry(id.clone()).or_default().extend(ids);
+    w.members.insert(id);
+    (StatusCode::CREATED, Json(channel)).into_response()
 }

@@ -120,6 +120,7 @@ impl FakeMattermost {
             .route("/api/v4/users/me/teams/{team}/channels", get(team_channels))
             .route("/hooks/{id}", post(webhook))
             .route("/api/v4/channels", post(channels::create))
+            .route("/api/v4/channels/direct", post(channels::direct))
             .route("/api/v4/teams/{team}/channels/name/{name}", get(channels::by_name))
             .route("/api/v4/channels/{id}/members", post(channels::add_members))
             .route("/api/v4/channels/{id}/patch", put(channels::patch))
