@@ -105,6 +105,25 @@ impl AppState {
         Some(crate::escalation::timers::Escalator::new(self.config.clone(), self.store.clone(), self.outbox()))
     }
 
+    /// Maintenance windows: started from chat, and their ends handled.
+    pub fn windows(&self) -> crate::escalation::windows::Windows {
+        crate::escalation::windows::Windows::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.outbox(),
+            self.mattermost(),
+        )
+    }
+
+    /// What the scheduled tick (and `klaxon serve`'s timer loop) runs besides the outbox sweep.
+    pub fn tick(&self) -> crate::notify::lambda::Tick {
+        crate::notify::lambda::Tick {
+            reader: self.channel_reader(),
+            escalator: self.escalator(),
+            windows: Some(self.windows()),
+        }
+    }
+
     /// Reads open incidents' channels into their timelines, when incidents are on and a bot
     /// is configured.
     pub fn channel_reader(&self) -> Option<crate::incidents::mirror::ChannelReader> {

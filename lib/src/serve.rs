@@ -78,7 +78,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let sweeper = tokio::spawn(sweep_loop(state.outbox(), state.store.clone(), stop_rx.clone()));
     let reader = state.channel_reader().map(|r| tokio::spawn(mirror_loop(r, stop_rx.clone())));
-    let escalator = state.escalator().map(|e| tokio::spawn(escalation_loop(e, stop_rx.clone())));
+    let timers = Some(tokio::spawn(timer_loop(state.clone(), stop_rx.clone())));
 
     let app = crate::http::all(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -88,7 +88,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = w.await;
     }
     let _ = sweeper.await;
-    for task in [reader, escalator].into_iter().flatten() {
+    for task in [reader, timers].into_iter().flatten() {
         let _ = task.await;
     }
     served.map_err(ServeError::Server)?;
@@ -133,20 +133,21 @@ async fn mirror_loop(reader: crate::incidents::mirror::ChannelReader, mut stop: 
     }
 }
 
-/// How often `klaxon serve` looks for due escalation timers.
-const ESCALATE_EVERY: Duration = Duration::from_secs(5);
+/// How often `klaxon serve` looks for due escalation timers and ended maintenance windows.
+const TIMERS_EVERY: Duration = Duration::from_secs(5);
 
-/// Fires escalation timers as they come due.
-async fn escalation_loop(escalator: crate::escalation::timers::Escalator, mut stop: watch::Receiver<bool>) {
+/// Fires escalation timers as they come due, and handles the ends of maintenance windows.
+async fn timer_loop(state: AppState, mut stop: watch::Receiver<bool>) {
+    let tick =
+        crate::notify::lambda::Tick { reader: None, escalator: state.escalator(), windows: Some(state.windows()) };
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(ESCALATE_EVERY) => {}
+            _ = tokio::time::sleep(TIMERS_EVERY) => {}
             _ = stop.changed() => return,
         }
-        match escalator.run_due(jiff::Timestamp::now()).await {
-            Ok(r) if r.fired > 0 => tracing::info!(escalated = r.fired, "escalation timers fired"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "escalation sweep failed; trying again later"),
+        let r = tick.run(jiff::Timestamp::now()).await;
+        if r.escalated > 0 || r.windows_closed > 0 {
+            tracing::info!(escalated = r.escalated, windows_closed = r.windows_closed, "timers fired");
         }
     }
 }

@@ -25,6 +25,10 @@ signing_secret = "0123456789abcdef0123456789abcdef"
 url = "{url}"
 bot_token = "{BOT_TOKEN}"
 bot_user_id = "{BOT_USER_ID}"
+team_id = "t3amt3amt3amt3amt3amt3amt3"
+[incidents]
+enabled = true
+command_token = "sl4shc0mm4ndt0k3n000000000"
 [channels.ops]
 channel_id = "{OPS}"
 [channels.oncall]
@@ -187,6 +191,44 @@ impl Rig {
         (status, v["text"].as_str().unwrap_or_default().to_string())
     }
 
+    /// A Particle ALERT from `device`.
+    async fn alert(&self, device: &str) -> Value {
+        let req = Request::post("/hooks/particle/freezer")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::from(format!(
+                "event=ALERT&coreid={device}&data=-3&published_at=t-{device}-{}",
+                uuid::Uuid::new_v4()
+            )))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        self.notify().await;
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// `/incident <text>`, answered privately.
+    async fn slash(&self, text: &str) -> String {
+        let form = serde_urlencoded::to_string([
+            ("channel_id", OPS),
+            ("command", "/incident"),
+            ("team_id", "t3amt3amt3amt3amt3amt3amt3"),
+            ("text", text),
+            ("token", "sl4shc0mm4ndt0k3n000000000"),
+            ("user_id", "b0bb0bb0bb0bb0bb0bb0bb0bb0"),
+            ("user_name", "bob"),
+        ])
+        .unwrap();
+        let req = Request::post("/chatops/command")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap();
+        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["text"].as_str().unwrap_or_default().to_string()
+    }
+
     async fn acknowledge(&self) {
         let alert = self.app.state.alerts().get("ALR-1").await.unwrap().unwrap();
         assert_eq!(alert.value.status, klaxon::domain::AlertStatus::Open);
@@ -217,7 +259,8 @@ macro_rules! all_cases {
             an_unacknowledged_alert_runs_every_level_and_repeat_then_is_exhausted,
             assigning_from_the_card_stops_escalation_and_tells_the_new_assignee,
             a_snooze_pauses_escalation_and_the_alert_comes_back_when_it_ends,
-            assign_and_snooze_from_chat_on_the_sources_own_alerts);
+            assign_and_snooze_from_chat_on_the_sources_own_alerts,
+            a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_open_ones);
     };
 }
 
@@ -345,4 +388,48 @@ async fn assign_and_snooze_from_chat_on_the_sources_own_alerts(rig: Rig) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(text.contains("may not act on ALR-1"), "{text}");
     assert_eq!(rig.assigned(), "@carol", "the refused request changed nothing");
+}
+
+async fn a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_open_ones(rig: Rig) {
+    let started = rig.slash("maintenance start 2h freezer").await;
+    assert!(started.starts_with("Maintenance window started: chat-"), "{started}");
+    assert!(rig.slash("maintenance start 2y").await.contains("not a window length"));
+    assert!(rig.slash("maintenance start 1h nosuch").await.contains("There is no source"));
+    let second = rig.alert("dev8").await;
+    rig.alert("dev8").await; // a repeat: grouped, still held
+    let third = rig.alert("dev9").await;
+    assert_eq!((second["alert_id"].as_str(), third["alert_id"].as_str()), (Some("ALR-2"), Some("ALR-3")));
+    assert_eq!(rig.mm.roots_in(OPS).len(), 1, "nothing posted during the window");
+    let held = rig.app.state.deliveries().get("ALR-2#0000000001").await.unwrap().unwrap();
+    assert!(format!("{held:?}").contains("maintenance window"), "{held:?}");
+    assert_eq!(rig.sweep_at(60).await.fired, 1, "held alerts do not escalate (only ALR-1 does)");
+    let kind = klaxon::ingest::EventKind::Resolve;
+    let actor = klaxon::domain::Actor::user("b0bb0bb0bb0bb0bb0bb0bb0bb0", "bob");
+    rig.app.state.intake().act_from_button("ALR-3", kind, actor, Timestamp::now()).await.unwrap();
+    rig.notify().await;
+    assert!(rig.slash("maintenance list").await.contains("freezer"));
+
+    assert!(rig.slash("maintenance stop").await.starts_with("Stopped: chat-"));
+    let report = rig.app.state.tick().run(Timestamp::now() + SignedDuration::from_secs(1)).await;
+    assert_eq!(report.windows_closed, 1);
+    rig.notify().await;
+    let roots = rig.mm.roots_in(OPS);
+    let texts: Vec<&str> = roots.iter().map(|p| p["message"].as_str().unwrap_or_default()).collect();
+    assert_eq!(roots.len(), 3, "ALR-1's card, the summary and ALR-2's card: {texts:#?}");
+    assert!(
+        texts[1].contains("ended")
+            && texts[1].contains("2 alert(s) arrived during it (freezer: 2). Still open, posted now: ALR-2."),
+        "{}",
+        texts[1]
+    );
+    assert_eq!(roots[2]["props"]["klaxon_alert_id"], "ALR-2", "the open one is posted now, the resolved one not");
+    let alr2 = rig.app.state.alerts().get("ALR-2").await.unwrap().unwrap().value;
+    assert!(alr2.held.is_none() && alr2.escalation.is_some(), "released and escalating from now");
+    assert_eq!(alr2.occurrences, 2, "grouped while held");
+    assert_eq!(
+        rig.app.state.tick().run(Timestamp::now() + SignedDuration::from_secs(2)).await.windows_closed,
+        0,
+        "an end is handled once"
+    );
+    assert!(rig.slash("maintenance stop").await.contains("nothing changed"));
 }

@@ -160,24 +160,26 @@ async fn the_notifier_lambda_sweeps_the_outbox_on_a_schedule_tick() {
     let tick: serde_json::Value = serde_json::from_slice(&klaxon_tests::fixture("events/schedule-tick.json")).unwrap();
     let outbox = app.state.outbox();
     // The job is younger than the Lambda sweep's minimum age, so this tick leaves it alone...
-    let out = klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, &[], None, None, tick.clone())
-        .await
-        .unwrap();
-    assert_eq!(out, serde_json::json!({"swept": 0, "mirrored": 0, "escalated": 0}));
+    let out =
+        klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, &[], &app.state.tick(), tick.clone())
+            .await
+            .unwrap();
+    assert_eq!(out, serde_json::json!({"swept": 0, "mirrored": 0, "escalated": 0, "windows_closed": 0}));
     // ...and an unknown event is refused with a reason.
     let err = klaxon::notify::lambda::handle_event(
         &app.state.notifier(),
         &outbox,
         &[],
-        None,
-        None,
+        &app.state.tick(),
         serde_json::json!({"hello": 1}),
     )
     .await;
     assert!(err.unwrap_err().to_string().contains("neither an SQS batch nor a schedule tick"));
     // An SQS batch (its jobs are about ALR-1, which exists) goes to the batch handler.
     let sqs: serde_json::Value = serde_json::from_slice(&klaxon_tests::fixture("events/sqs-fifo-notify.json")).unwrap();
-    let out = klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, &[], None, None, sqs).await.unwrap();
+    let out = klaxon::notify::lambda::handle_event(&app.state.notifier(), &outbox, &[], &app.state.tick(), sqs)
+        .await
+        .unwrap();
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
     for job in ["ALR-1:triggered", "ALR-1:acknowledged", "ALR-1:resolved"] {
         assert!(app.state.deliveries().get(job).await.unwrap().is_some(), "{job} was handled");

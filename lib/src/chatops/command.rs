@@ -36,6 +36,9 @@ pub enum Command {
     Test,
     Connect,
     OnCall,
+    MaintenanceStart { length: String, source: Option<String> },
+    MaintenanceStop,
+    MaintenanceList,
 }
 
 fn optional(rest: &str) -> Option<String> {
@@ -135,6 +138,21 @@ pub const TABLE: &[Spec] = &[
         parse: |_| Ok(Command::OnCall),
     },
     Spec {
+        names: &["maintenance", "maint"],
+        args: "start DURATION [source] | stop | list",
+        help: "maintenance windows: alerts are recorded but not posted or escalated until the window ends",
+        scope: Scope::Anywhere,
+        parse: |rest| match rest.split_whitespace().collect::<Vec<_>>()[..] {
+            ["start", length] => Ok(Command::MaintenanceStart { length: length.to_string(), source: None }),
+            ["start", length, source] => {
+                Ok(Command::MaintenanceStart { length: length.to_string(), source: Some(source.to_string()) })
+            }
+            ["stop"] => Ok(Command::MaintenanceStop),
+            ["list"] | [] => Ok(Command::MaintenanceList),
+            _ => Err("write `/incident maintenance start 2h [source]`, `... stop` or `... list`".into()),
+        },
+    },
+    Spec {
         names: &["test"],
         args: "",
         help: "check Klaxon's connection to Mattermost (only you see the answer)",
@@ -209,6 +227,7 @@ mod tests {
                     "severity" => " SEV2",
                     "commander" => " @alice",
                     "update" => " rolled back",
+                    "maintenance" => " list",
                     _ => "",
                 };
                 let (_, found) = parse(&format!("{}{args}", name.to_uppercase())).unwrap();

@@ -105,6 +105,32 @@ pub async fn handle(state: &AppState, req: &SlashRequest, authorization: Option<
         }
         Command::Test => return test(state).await,
         Command::OnCall => return ephemeral(crate::escalation::on_call_text(&state.config, now, 3)),
+        Command::MaintenanceStart { length, source } => return maintenance_start(state, &length, source, now).await,
+        Command::MaintenanceStop => {
+            return match state.windows().stop(now).await {
+                Ok(w) if w.is_empty() => {
+                    ephemeral("No maintenance window started from chat is running; nothing changed.")
+                }
+                Ok(w) => ephemeral(format!(
+                    "Stopped: {}. Its summary follows in a few seconds.",
+                    w.iter().map(crate::escalation::windows::describe).collect::<Vec<_>>().join("; ")
+                )),
+                Err(e) => unavailable(&e),
+            };
+        }
+        Command::MaintenanceList => {
+            return match state.windows().list(now).await {
+                Ok(w) if w.is_empty() => ephemeral("No maintenance window is running or starting within a week."),
+                Ok(w) => ephemeral(format!(
+                    "**Maintenance windows**\n{}",
+                    w.iter()
+                        .map(|w| format!("- {}", crate::escalation::windows::describe(w)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )),
+                Err(e) => unavailable(&e),
+            };
+        }
         Command::Connect => return ephemeral(super::oauth::connect_text(state, &req.user_id, &req.user_name)),
         Command::Mitigate => Change::Mitigate,
         Command::Resolve => Change::Resolve,
@@ -132,6 +158,30 @@ pub async fn handle(state: &AppState, req: &SlashRequest, authorization: Option<
             tracing::error!(channel_id = %req.channel_id, error = %e, "incident change could not be recorded");
             ephemeral(e.to_string())
         }
+    }
+}
+
+async fn maintenance_start(state: &AppState, length: &str, source: Option<String>, now: jiff::Timestamp) -> Value {
+    let d = match length.parse::<crate::config::ConfigDuration>() {
+        Ok(d) if !d.0.is_zero() && d.0 <= std::time::Duration::from_secs(7 * 86_400) => d.0,
+        _ => {
+            return ephemeral(format!(
+                "{length:?} is not a window length; write it like 30m, 2h or 1d (at most 7d). Nothing changed."
+            ));
+        }
+    };
+    if let Some(s) = &source
+        && state.config.source(s).is_none()
+    {
+        return ephemeral(format!("There is no source {s:?}; nothing changed."));
+    }
+    let length = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::ZERO);
+    match state.windows().start(source, length, now).await {
+        Ok(w) => ephemeral(format!(
+            "Maintenance window started: {}. Alerts are recorded but not posted or escalated until it ends; then one summary lists them.",
+            crate::escalation::windows::describe(&w)
+        )),
+        Err(e) => unavailable(&e),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Config {
     /// On-call rotations that escalation steps notify (`rotation:ID`).
     #[serde(default)]
     pub rotations: Vec<RotationConfig>,
+    /// Scheduled maintenance windows: alerts are recorded but neither posted nor escalated.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -384,6 +387,28 @@ pub struct RotationOverride {
     pub from: String,
     pub to: String,
     pub covers: Option<String>,
+}
+
+/// A scheduled maintenance window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub id: String,
+    /// Source ids it covers; empty: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Local time in `time_zone` (`2026-12-01T02:00`) or an instant with an offset.
+    pub start: String,
+    /// How long it lasts (or give `end`).
+    pub duration: Option<ConfigDuration>,
+    pub end: Option<String>,
+    /// Repeats every week at the same local time.
+    #[serde(default)]
+    pub weekly: bool,
+    /// IANA time zone for `start` and `end`; default UTC.
+    pub time_zone: Option<String>,
+    /// Where the end-of-window summary goes (a name from `[channels]`); default: routing.default.
+    pub channel: Option<String>,
 }
 
 /// One problem in the file, tied to the field it is about.

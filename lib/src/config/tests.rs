@@ -222,6 +222,25 @@ start = "2026-11-30"
 }
 
 #[test]
+fn maintenance_windows_are_checked() {
+    let text = r#"
+version = 1
+[[maintenance]]
+id = "deploy"
+sources = ["nope"]
+start = "2026-12-01T02:00"
+duration = "1h"
+weekly = true
+time_zone = "Europe/Berlin"
+[[maintenance]]
+id = "deploy"
+start = "2026-12-01T02:00"
+"#;
+    let f = fields(text);
+    assert_eq!(f, ["maintenance[0].sources", "maintenance[1].id", "maintenance[1]"]);
+}
+
+#[test]
 fn escalation_steps_are_checked() {
     let text = r#"
 version = 1

@@ -44,6 +44,7 @@ pub(super) fn validate(c: &Config) -> Vec<ConfigIssue> {
     incidents(c, &mut v);
     escalation(c, &mut v);
     rotations(c, &mut v);
+    maintenance(c, &mut v);
     v.0
 }
 
@@ -539,6 +540,33 @@ fn rotations(c: &Config, v: &mut Issues) {
         }
         if let Err(e) = crate::escalation::rotation::Rotation::from_config(r) {
             v.add(&field, e, "see klaxon.example.toml for a complete rotation");
+        }
+    }
+}
+
+fn maintenance(c: &Config, v: &mut Issues) {
+    let mut ids = HashSet::new();
+    for (i, m) in c.maintenance.iter().enumerate() {
+        let field = format!("maintenance[{i}]");
+        if !is_slug(&m.id) {
+            v.add(format!("{field}.id"), format!("{:?} is not a valid id", m.id), "use letters, digits, - or _");
+        } else if !ids.insert(m.id.as_str()) {
+            v.add(format!("{field}.id"), format!("{:?} is used twice", m.id), "give every window its own id");
+        }
+        if let Err(e) = crate::escalation::maintenance::Schedule::from_config(m) {
+            v.add(&field, e, "see klaxon.example.toml for a complete window");
+        }
+        for s in &m.sources {
+            if c.source(s).is_none() {
+                v.add(
+                    format!("{field}.sources"),
+                    format!("source {s:?} is not defined"),
+                    "use the id of a [[sources]] entry",
+                );
+            }
+        }
+        if let Some(ch) = &m.channel {
+            channel_ref(c, v, &format!("{field}.channel"), ch);
         }
     }
 }

@@ -125,6 +125,10 @@ pub struct Alert {
     /// Where its escalation policy stands, when its source names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// The maintenance window (occurrence key) it arrived in: recorded, not posted or escalated
+    /// until the window ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -201,6 +205,7 @@ impl Alert {
             acknowledged_by: None,
             resolved_by: None,
             escalation: None,
+            held: None,
             timeline: vec![TimelineEntry::new(at, actor, "triggered")],
         }
     }
@@ -213,6 +218,16 @@ impl Alert {
         let at = self.created_at;
         self.escalation = Some(e);
         self.timeline.push(TimelineEntry { note: Some(note), ..TimelineEntry::new(at, Actor::System, "assigned") });
+    }
+
+    /// The maintenance window it arrived in has ended: it is posted (and escalated) from now.
+    pub fn release(&mut self, escalation: Option<Escalation>, at: Timestamp) {
+        self.held = None;
+        self.record(Actor::System, at, "released");
+        if let Some(mut e) = escalation.filter(|_| self.status == AlertStatus::Open) {
+            e.seq = 1;
+            self.escalation = Some(e);
+        }
     }
 
     /// Assigns the alert by hand to `to` (`@bob`): automatic escalation stops. Allowed until it

@@ -1,8 +1,10 @@
 //! Escalation: on-call rotations (who is on call when), and running policies.
 
+pub mod maintenance;
 pub mod policy;
 pub mod rotation;
 pub mod timers;
+pub mod windows;
 
 use crate::config::Config;
 use jiff::Timestamp;

@@ -303,12 +303,21 @@ impl Intake {
             urgency: event.urgency,
         };
         let mut alert = Alert::trigger(new, event.actor.clone(), event.at);
-        if let Some(e) = crate::escalation::policy::start(&self.config, &event.source, event.at) {
+        // In a maintenance window the alert is recorded (and grouped) but neither posted nor
+        // escalated until the window ends.
+        let repo = crate::repo::maintenance::MaintenanceRepo::new(self.store.clone());
+        let window = crate::escalation::windows::holding(&self.config, &repo, &event.source, event.at).await?;
+        if let Some(w) = &window {
+            alert.held = Some(w.key());
+        } else if let Some(e) = crate::escalation::policy::start(&self.config, &event.source, event.at) {
             alert.start_escalation(e);
         }
         let result = IntakeResult::about(Outcome::Created, &alert, false);
         let mut extra = self.extra_writes(event, &alert, &result);
         extra.extend(crate::escalation::timers::schedule(&alert));
+        if let Some(w) = &window {
+            extra.push(crate::repo::maintenance::MaintenanceRepo::hold(&w.key(), &alert.id, &alert.source));
+        }
         self.alerts.create(&alert, open.index_version, extra).await?;
         Ok(result)
     }

@@ -85,15 +85,56 @@ pub async fn handle_sqs_event(
     Ok(response)
 }
 
+/// The periodic work besides the outbox sweep: reading incident channels, firing escalation
+/// timers, handling the ends of maintenance windows. Each part that fails is logged and tried
+/// again on the next tick.
+pub struct Tick {
+    pub reader: Option<ChannelReader>,
+    pub escalator: Option<Escalator>,
+    pub windows: Option<crate::escalation::windows::Windows>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub mirrored: usize,
+    pub escalated: usize,
+    pub windows_closed: usize,
+}
+
+impl Tick {
+    pub async fn run(&self, now: jiff::Timestamp) -> TickReport {
+        let mut report = TickReport::default();
+        if let Some(r) = &self.reader {
+            match r.read_all().await {
+                Ok(read) => report.mirrored = read.added,
+                Err(e) => tracing::warn!(error = %e, "reading incident channels failed; the next tick tries again"),
+            }
+        }
+        if let Some(e) = &self.escalator {
+            match e.run_due(now).await {
+                Ok(r) => report.escalated = r.fired,
+                Err(e) => tracing::warn!(error = %e, "escalation sweep failed; the next tick tries again"),
+            }
+        }
+        if let Some(w) = &self.windows {
+            match w.close_ended(now).await {
+                Ok(n) => report.windows_closed = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "handling ended maintenance windows failed; the next tick tries again")
+                }
+            }
+        }
+        report
+    }
+}
+
 /// The notifier's entry point: an SQS batch (from the notify or timer queue), or an EventBridge
-/// schedule tick that sweeps the outbox, reads the open incidents' channels (`reader`) and fires
-/// due escalation timers (`escalator`).
+/// schedule tick that sweeps the outbox and runs the [`Tick`].
 pub async fn handle_event(
     handler: &dyn JobHandler,
     outbox: &Outbox,
     queues: &[Arc<dyn Queue>],
-    reader: Option<&ChannelReader>,
-    escalator: Option<&Escalator>,
+    tick: &Tick,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, SqsEventError> {
     if event.get("Records").is_some() {
@@ -103,27 +144,10 @@ pub async fn handle_event(
     }
     if event.get("detail-type").and_then(|d| d.as_str()) == Some("Scheduled Event") {
         let sent = outbox.sweep(SWEEP_MIN_AGE).await?;
-        let mirrored = match reader {
-            Some(r) => match r.read_all().await {
-                Ok(report) => report.added,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading incident channels failed; the next tick tries again");
-                    0
-                }
-            },
-            None => 0,
-        };
-        let escalated = match escalator {
-            Some(e) => match e.run_due(jiff::Timestamp::now()).await {
-                Ok(report) => report.fired,
-                Err(e) => {
-                    tracing::warn!(error = %e, "escalation sweep failed; the next tick tries again");
-                    0
-                }
-            },
-            None => 0,
-        };
-        return Ok(serde_json::json!({ "swept": sent, "mirrored": mirrored, "escalated": escalated }));
+        let report = tick.run(jiff::Timestamp::now()).await;
+        return Ok(
+            serde_json::json!({ "swept": sent, "mirrored": report.mirrored, "escalated": report.escalated, "windows_closed": report.windows_closed }),
+        );
     }
     Err(SqsEventError::UnknownEvent("expected \"Records\" or a \"Scheduled Event\"".into()))
 }

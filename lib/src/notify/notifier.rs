@@ -154,6 +154,12 @@ impl Notifier {
             }
             Subject::Incident { id } => return self.notify_incident(job, id).await,
         };
+        if let Some(window) = &alert.held {
+            let why = format!(
+                "held by maintenance window {window}; the alert is posted when the window ends if it is still open"
+            );
+            return self.not_delivered(job, None, why).await;
+        }
         let facts = EventFacts { event: &job.event, source: Some(&alert.source), urgency: Some(alert.urgency) };
         let channel = match (destination(&self.config, &facts), &self.mattermost) {
             (Ok(c), Some(_)) => c.to_string(),

@@ -21,6 +21,7 @@ pub mod config;
 pub mod counter;
 pub mod deliveries;
 pub mod incidents;
+pub mod maintenance;
 pub mod oauth;
 
 use crate::store::{Condition, Item, StoreError, Write};

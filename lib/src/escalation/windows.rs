@@ -1,0 +1,238 @@
+//! Maintenance windows at run time: which one holds a new alert, starting and stopping them
+//! from chat, and what happens when one ends (held alerts released, one summary post).
+
+use super::maintenance::{Schedule, Window};
+use super::{policy, timers};
+use crate::config::Config;
+use crate::domain::AlertStatus;
+use crate::mattermost::{CreatePost, Mattermost, WebhookPost};
+use crate::notify::outbox::{self, Outbox};
+use crate::notify::routing::{EventFacts, destination};
+use crate::notify::{Job, NotifyJob, Subject};
+use crate::repo::RepoError;
+use crate::repo::alerts::AlertRepo;
+use crate::repo::maintenance::MaintenanceRepo;
+use crate::store::Store;
+use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Window ends older than this are not looked at any more.
+const LOOK_BACK: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(
+        "the end summary of maintenance window {key} could not be posted ({why}); it is tried again on the next sweep"
+    )]
+    Summary { key: String, why: String },
+}
+
+#[derive(Clone)]
+pub struct Windows {
+    config: Arc<Config>,
+    repo: MaintenanceRepo,
+    alerts: AlertRepo,
+    outbox: Outbox,
+    mattermost: Option<Mattermost>,
+}
+
+/// Every window occurrence overlapping `[from, to]`: configured ones and those started from chat.
+async fn windows(
+    config: &Config,
+    repo: &MaintenanceRepo,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Window>, RepoError> {
+    let mut out: Vec<Window> = config
+        .maintenance
+        .iter()
+        .filter_map(|c| Schedule::from_config(c).ok())
+        .flat_map(|s| s.between(from, to))
+        .collect();
+    out.extend(repo.started().await?.into_iter().filter(|w| w.end >= from && w.start <= to));
+    Ok(out)
+}
+
+/// The window holding a new alert from `source` at `at`, if any.
+pub async fn holding(
+    config: &Config,
+    repo: &MaintenanceRepo,
+    source: &str,
+    at: Timestamp,
+) -> Result<Option<Window>, RepoError> {
+    if config.maintenance.is_empty() && repo.started().await?.is_empty() {
+        return Ok(None);
+    }
+    Ok(windows(config, repo, at, at).await?.into_iter().find(|w| w.covers(source, at)))
+}
+
+impl Windows {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, outbox: Outbox, mattermost: Option<Mattermost>) -> Self {
+        Windows { config, repo: MaintenanceRepo::new(store.clone()), alerts: AlertRepo::new(store), outbox, mattermost }
+    }
+
+    /// Starts a window now for `length`, for one source or all.
+    pub async fn start(
+        &self,
+        source: Option<String>,
+        length: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Window, RepoError> {
+        let id = format!("chat-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let end = now.checked_add(length).unwrap_or(Timestamp::MAX);
+        let w = Window { id, sources: source.into_iter().collect(), start: now, end, channel: None };
+        self.repo.save(&w).await?;
+        Ok(w)
+    }
+
+    /// Ends every window started from chat that is running now; returns them.
+    pub async fn stop(&self, now: Timestamp) -> Result<Vec<Window>, RepoError> {
+        let mut stopped = Vec::new();
+        for mut w in self.repo.started().await? {
+            if w.start <= now && now < w.end {
+                w.end = now;
+                self.repo.save(&w).await?;
+                stopped.push(w);
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Windows running now or starting within a week.
+    pub async fn list(&self, now: Timestamp) -> Result<Vec<Window>, RepoError> {
+        let mut all = windows(&self.config, &self.repo, now, now + LOOK_BACK).await?;
+        all.retain(|w| w.end > now);
+        all.sort_by_key(|w| w.start);
+        Ok(all)
+    }
+
+    /// Handles every window that ended (within the last week) and was not handled yet: each
+    /// alert it held is released (the open ones posted and escalated from now), then one
+    /// summary is posted. Safe to run again: a released alert is not released twice, and the
+    /// end is marked handled only after the summary.
+    pub async fn close_ended(&self, now: Timestamp) -> Result<usize, WindowError> {
+        let mut closed = 0;
+        for w in windows(&self.config, &self.repo, now - LOOK_BACK, now).await? {
+            let key = w.key();
+            if w.end > now || self.repo.is_closed(&key).await? {
+                continue;
+            }
+            let held = self.repo.held(&key).await?;
+            let mut per_source: BTreeMap<String, usize> = BTreeMap::new();
+            let mut open = Vec::new();
+            for (alert_id, source) in &held {
+                *per_source.entry(source.clone()).or_default() += 1;
+                if self.release(alert_id, &key, now).await? {
+                    open.push(alert_id.clone());
+                }
+            }
+            self.summary(&w, &per_source, &open, held.len()).await?;
+            self.repo.close(&key, now).await?;
+            closed += 1;
+        }
+        Ok(closed)
+    }
+
+    /// Releases one held alert; returns whether it is still open (and so is posted now).
+    async fn release(&self, alert_id: &str, key: &str, now: Timestamp) -> Result<bool, RepoError> {
+        for _ in 0..10 {
+            let Some(read) = self.alerts.get(alert_id).await? else { return Ok(false) };
+            let still_open = read.value.status == AlertStatus::Open;
+            if read.value.held.as_deref() != Some(key) {
+                return Ok(still_open); // released by an earlier sweep
+            }
+            let mut alert = read.value.clone();
+            alert.release(policy::start(&self.config, &alert.source, now), now);
+            let mut writes = Vec::new();
+            if still_open {
+                // Its card, as a trigger's would have been (and its first escalation level).
+                let job = Job::Notify(NotifyJob {
+                    job_id: format!("{}#{:010}", alert.id, alert.revision),
+                    event: "alert.triggered".into(),
+                    subject: Subject::Alert { id: alert.id.clone() },
+                    at: now,
+                });
+                writes.push(outbox::write(&job));
+                writes.extend(timers::schedule(&alert));
+            }
+            match self.alerts.update(&read, &alert, writes).await {
+                Ok(()) => {
+                    if still_open && let Err(e) = self.outbox.relay(alert_id).await {
+                        tracing::warn!(alert_id, error = %e, "could not queue the released alert now; the outbox sweep will");
+                    }
+                    return Ok(still_open);
+                }
+                Err(RepoError::Conflict { .. }) => continue,
+                Err(RepoError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::Conflict { what: format!("alert {alert_id}") })
+    }
+
+    async fn summary(
+        &self,
+        w: &Window,
+        per_source: &BTreeMap<String, usize>,
+        open: &[String],
+        total: usize,
+    ) -> Result<(), WindowError> {
+        let fail = |why: String| WindowError::Summary { key: w.key(), why };
+        let counts: Vec<String> = per_source.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        let mut text = format!(
+            "**Maintenance window {} ended** ({} to {} UTC). {} alert(s) arrived during it{}.",
+            w.id,
+            w.start.strftime("%Y-%m-%d %H:%M"),
+            w.end.strftime("%Y-%m-%d %H:%M"),
+            total,
+            if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) }
+        );
+        if !open.is_empty() {
+            text.push_str(&format!(" Still open, posted now: {}.", open.join(", ")));
+        }
+        let channel = match &w.channel {
+            Some(c) => c.clone(),
+            None => {
+                match destination(&self.config, &EventFacts { event: "alert.triggered", source: None, urgency: None }) {
+                    Ok(c) => c.to_string(),
+                    Err(_) => {
+                        tracing::info!(window = %w.id, "maintenance window ended; no channel for its summary (routing.default is not set)");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let (Some(mm), Some(dest)) = (&self.mattermost, self.config.channels.get(&channel)) else {
+            tracing::info!(window = %w.id, summary = %text, "maintenance window ended; no Mattermost or channel to post its summary to");
+            return Ok(());
+        };
+        match (&dest.channel_id, &dest.webhook) {
+            (Some(id), _) => {
+                let post = CreatePost {
+                    channel_id: id.clone(),
+                    message: text,
+                    root_id: String::new(),
+                    props: serde_json::json!({ "from_bot": "true" }),
+                    pending_post_id: format!("klaxon-maintenance-{}", w.key()),
+                };
+                mm.create_post(&post).await.map(|_| ()).map_err(|e| fail(e.to_string()))
+            }
+            (None, Some(hook)) => {
+                let Some(url) = self.config.mattermost.as_ref().and_then(|m| m.webhooks.get(hook)) else {
+                    return Err(fail(format!("webhook {hook} is not in [mattermost.webhooks]")));
+                };
+                mm.post_webhook(url, &WebhookPost { text, attachments: vec![] }).await.map_err(|e| fail(e.to_string()))
+            }
+            (None, None) => Err(fail(format!("channel {channel} has neither channel_id nor webhook"))),
+        }
+    }
+}
+
+/// `2026-12-01 02:00 to 03:00 UTC, freezer` for lists.
+pub fn describe(w: &Window) -> String {
+    let scope = if w.sources.is_empty() { "all sources".to_string() } else { w.sources.join(", ") };
+    format!("{}: {} to {} UTC, {scope}", w.id, w.start.strftime("%Y-%m-%d %H:%M"), w.end.strftime("%Y-%m-%d %H:%M"))
+}

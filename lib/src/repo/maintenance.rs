@@ -1,0 +1,66 @@
+//! Maintenance windows started from chat, the alerts each window held, and which window ends
+//! have been handled.
+//!
+//! | pk                       | sk         | data                       |
+//! |--------------------------|------------|----------------------------|
+//! | `maintenance`            | window id  | the window (JSON)          |
+//! | `held#<window key>`      | alert id   | the alert's source         |
+//! | `maintenance-closed`     | window key | when its end was handled   |
+
+use super::{RepoError, decode, encode};
+use crate::escalation::maintenance::Window;
+use crate::store::{Condition, Item, Store, Write};
+use std::sync::Arc;
+
+const WINDOWS: &str = "maintenance";
+const CLOSED: &str = "maintenance-closed";
+
+fn held_pk(key: &str) -> String {
+    format!("held#{key}")
+}
+
+#[derive(Clone)]
+pub struct MaintenanceRepo {
+    store: Arc<dyn Store>,
+}
+
+impl MaintenanceRepo {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        MaintenanceRepo { store }
+    }
+
+    pub async fn save(&self, w: &Window) -> Result<(), RepoError> {
+        Ok(self.store.put(Item::new(WINDOWS, w.id.clone(), encode(w)), Condition::None).await?)
+    }
+
+    /// Windows started from chat (at most 500, the newest first would not matter: few exist).
+    pub async fn started(&self) -> Result<Vec<Window>, RepoError> {
+        let items = self.store.query_prefix(WINDOWS, "", Some(500)).await?;
+        items.iter().map(|i| decode(i, "maintenance window").map(|v| v.value)).collect()
+    }
+
+    /// The write that indexes an alert under the window that holds it.
+    pub fn hold(key: &str, alert_id: &str, source: &str) -> Write {
+        Write::Put { item: Item::new(held_pk(key), alert_id, source), condition: Condition::None }
+    }
+
+    /// The alerts a window held: (alert id, source).
+    pub async fn held(&self, key: &str) -> Result<Vec<(String, String)>, RepoError> {
+        let items = self.store.query_prefix(&held_pk(key), "", None).await?;
+        Ok(items.into_iter().map(|i| (i.sk, i.data)).collect())
+    }
+
+    pub async fn is_closed(&self, key: &str) -> Result<bool, RepoError> {
+        Ok(self.store.get(CLOSED, key).await?.is_some())
+    }
+
+    /// Marks a window's end handled; false when it already was.
+    pub async fn close(&self, key: &str, at: jiff::Timestamp) -> Result<bool, RepoError> {
+        let item = Item::new(CLOSED, key, at.to_string());
+        match self.store.transact(vec![Write::Put { item, condition: Condition::Absent }]).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_condition_failed() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
