@@ -260,7 +260,9 @@ macro_rules! all_cases {
             assigning_from_the_card_stops_escalation_and_tells_the_new_assignee,
             a_snooze_pauses_escalation_and_the_alert_comes_back_when_it_ends,
             assign_and_snooze_from_chat_on_the_sources_own_alerts,
-            a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_open_ones);
+            a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_open_ones,
+            an_acknowledgement_after_level_two_stops_the_repeats,
+            a_window_ends_by_itself);
     };
 }
 
@@ -432,4 +434,27 @@ async fn a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_o
         "an end is handled once"
     );
     assert!(rig.slash("maintenance stop").await.contains("nothing changed"));
+}
+
+async fn an_acknowledgement_after_level_two_stops_the_repeats(rig: Rig) {
+    assert_eq!(rig.sweep_at(5).await.fired, 1);
+    rig.acknowledge().await;
+    let report = rig.sweep_at(15).await;
+    assert_eq!((report.fired, report.stale), (0, 1), "level 2's timer finds it acknowledged");
+    assert_eq!(rig.assigned(), "@carol, @sre-leads (level 2 of 2)", "the last assignee stays on the card");
+}
+
+async fn a_window_ends_by_itself(rig: Rig) {
+    rig.slash("maint start 1m").await;
+    let held = rig.alert("dev8").await;
+    assert_eq!(held["alert_id"], "ALR-2");
+    let tick = rig.app.state.tick();
+    assert_eq!(tick.run(Timestamp::now()).await.windows_closed, 0, "still running");
+    let report = tick.run(Timestamp::now() + SignedDuration::from_secs(61)).await;
+    assert_eq!(report.windows_closed, 1, "ended by itself, nobody stopped it");
+    rig.notify().await;
+    let roots = rig.mm.roots_in(OPS);
+    assert_eq!(roots.len(), 3, "summary and the held alert's card");
+    let later = rig.app.state.windows().list(Timestamp::now() + SignedDuration::from_secs(61)).await.unwrap();
+    assert!(later.is_empty(), "nothing is running any more: {later:?}");
 }
