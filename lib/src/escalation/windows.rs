@@ -130,7 +130,7 @@ impl Windows {
                 }
             }
             self.summary(&w, &per_source, &open, held.len()).await?;
-            self.repo.close(&key, now).await?;
+            self.repo.close(&w, now).await?;
             closed += 1;
         }
         Ok(closed)

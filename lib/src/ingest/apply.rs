@@ -316,7 +316,7 @@ impl Intake {
         let mut extra = self.extra_writes(event, &alert, &result);
         extra.extend(crate::escalation::timers::schedule(&alert));
         if let Some(w) = &window {
-            extra.push(crate::repo::maintenance::MaintenanceRepo::hold(&w.key(), &alert.id, &alert.source));
+            extra.push(crate::repo::maintenance::MaintenanceRepo::hold(w, &alert.id, &alert.source));
         }
         self.alerts.create(&alert, open.index_version, extra).await?;
         Ok(result)

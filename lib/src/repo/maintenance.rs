@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 const WINDOWS: &str = "maintenance";
 const CLOSED: &str = "maintenance-closed";
+/// Windows, held-alert entries and end markers are kept this long after the window ends (a
+/// day more than the sweep looks back), then expire.
+const KEEP_SECS: i64 = 8 * 86_400;
 
 fn held_pk(key: &str) -> String {
     format!("held#{key}")
@@ -30,18 +33,21 @@ impl MaintenanceRepo {
     }
 
     pub async fn save(&self, w: &Window) -> Result<(), RepoError> {
-        Ok(self.store.put(Item::new(WINDOWS, w.id.clone(), encode(w)), Condition::None).await?)
+        let item = Item::new(WINDOWS, w.id.clone(), encode(w)).expiring_at(w.end.as_second().saturating_add(KEEP_SECS));
+        Ok(self.store.put(item, Condition::None).await?)
     }
 
-    /// Windows started from chat (at most 500, the newest first would not matter: few exist).
+    /// Windows started from chat that have not expired (at most 500).
     pub async fn started(&self) -> Result<Vec<Window>, RepoError> {
         let items = self.store.query_prefix(WINDOWS, "", Some(500)).await?;
         items.iter().map(|i| decode(i, "maintenance window").map(|v| v.value)).collect()
     }
 
     /// The write that indexes an alert under the window that holds it.
-    pub fn hold(key: &str, alert_id: &str, source: &str) -> Write {
-        Write::Put { item: Item::new(held_pk(key), alert_id, source), condition: Condition::None }
+    pub fn hold(w: &Window, alert_id: &str, source: &str) -> Write {
+        let item =
+            Item::new(held_pk(&w.key()), alert_id, source).expiring_at(w.end.as_second().saturating_add(KEEP_SECS));
+        Write::Put { item, condition: Condition::None }
     }
 
     /// The alerts a window held: (alert id, source).
@@ -55,8 +61,8 @@ impl MaintenanceRepo {
     }
 
     /// Marks a window's end handled; false when it already was.
-    pub async fn close(&self, key: &str, at: jiff::Timestamp) -> Result<bool, RepoError> {
-        let item = Item::new(CLOSED, key, at.to_string());
+    pub async fn close(&self, w: &Window, at: jiff::Timestamp) -> Result<bool, RepoError> {
+        let item = Item::new(CLOSED, w.key(), at.to_string()).expiring_at(w.end.as_second().saturating_add(KEEP_SECS));
         match self.store.transact(vec![Write::Put { item, condition: Condition::Absent }]).await {
             Ok(()) => Ok(true),
             Err(e) if e.is_condition_failed() => Ok(false),

@@ -9,6 +9,14 @@
 //! | `open#<source>#<dedup key>`      | `open`     | id of the open alert with that key    |
 //! | `incident#42`                    | `incident` | the incident (JSON)                   |
 //! | `incident-channel#<channel id>`  | `incident` | number of the channel's incident      |
+//! | `incidents-open`                 | number     | one per open incident (`/incident list`) |
+//! | `incident-request#<key>`         | `incident` | the incident a dialog submission made |
+//! | `oauth-user#<user id>`, `oauth-app` | `token` | an OAuth token, encrypted             |
+//! | `oauth-state#<nonce>`            | `used`     | a used OAuth link (expires)           |
+//! | `escalation-due`                 | `<ms>#<alert>` | an escalation timer               |
+//! | `maintenance`                    | window id  | a window started from chat (expires)  |
+//! | `held#<window key>`              | alert id   | an alert a window held (expires)      |
+//! | `maintenance-closed`             | window key | a window end already handled (expires)|
 //! | `counter#<name>`                 | `counter`  | last number handed out                |
 //! | `delivery#<job id>`              | `delivery` | what the notifier did with a job      |
 //! | `card#ALR-12`                    | `card`     | the alert's card post in Mattermost   |
