@@ -412,19 +412,18 @@ async fn a_maintenance_window_holds_alerts_and_its_end_posts_a_summary_and_the_o
     assert!(rig.slash("maintenance list").await.contains("freezer"));
 
     assert!(rig.slash("maintenance stop").await.starts_with("Stopped: chat-"));
-    let report = rig.app.state.tick().run(Timestamp::now() + SignedDuration::from_secs(1)).await;
-    assert_eq!(report.windows_closed, 1);
+    let tick = rig.app.state.tick();
+    let report = tick.run(Timestamp::now() + SignedDuration::from_secs(1)).await;
+    assert_eq!(report.windows_closed, 0, "released; the summary waits for ALR-2's card");
     rig.notify().await;
+    assert_eq!(tick.run(Timestamp::now() + SignedDuration::from_secs(2)).await.windows_closed, 1);
     let roots = rig.mm.roots_in(OPS);
     let texts: Vec<&str> = roots.iter().map(|p| p["message"].as_str().unwrap_or_default()).collect();
-    assert_eq!(roots.len(), 3, "ALR-1's card, the summary and ALR-2's card: {texts:#?}");
-    assert!(
-        texts[1].contains("ended")
-            && texts[1].contains("2 alert(s) arrived during it (freezer: 2). Still open, posted now: ALR-2."),
-        "{}",
-        texts[1]
-    );
-    assert_eq!(roots[2]["props"]["klaxon_alert_id"], "ALR-2", "the open one is posted now, the resolved one not");
+    assert_eq!(roots.len(), 3, "ALR-1's card, ALR-2's card and the summary: {texts:#?}");
+    assert_eq!(roots[1]["props"]["klaxon_alert_id"], "ALR-2", "the open one is posted now, the resolved one not");
+    let link = format!("[ALR-2]({}/_redirect/pl/{})", rig.mm.url, roots[1]["id"].as_str().unwrap());
+    let want = format!("2 alert(s) arrived during it (freezer: 2). Still open, posted now: {link}.");
+    assert!(texts[2].contains("ended") && texts[2].contains(&want), "{}", texts[2]);
     let alr2 = rig.app.state.alerts().get("ALR-2").await.unwrap().unwrap().value;
     assert!(alr2.held.is_none() && alr2.escalation.is_some(), "released and escalating from now");
     assert_eq!(alr2.occurrences, 2, "grouped while held");
@@ -450,9 +449,10 @@ async fn a_window_ends_by_itself(rig: Rig) {
     assert_eq!(held["alert_id"], "ALR-2");
     let tick = rig.app.state.tick();
     assert_eq!(tick.run(Timestamp::now()).await.windows_closed, 0, "still running");
-    let report = tick.run(Timestamp::now() + SignedDuration::from_secs(61)).await;
-    assert_eq!(report.windows_closed, 1, "ended by itself, nobody stopped it");
+    tick.run(Timestamp::now() + SignedDuration::from_secs(61)).await;
     rig.notify().await;
+    let report = tick.run(Timestamp::now() + SignedDuration::from_secs(62)).await;
+    assert_eq!(report.windows_closed, 1, "ended by itself, nobody stopped it");
     let roots = rig.mm.roots_in(OPS);
     assert_eq!(roots.len(), 3, "summary and the held alert's card");
     let later = rig.app.state.windows().list(Timestamp::now() + SignedDuration::from_secs(61)).await.unwrap();

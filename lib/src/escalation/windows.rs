@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 /// Window ends older than this are not looked at any more.
 const LOOK_BACK: SignedDuration = SignedDuration::from_hours(7 * 24);
+/// How long the summary waits for the released alerts' cards, to link them.
+const CARD_WAIT: SignedDuration = SignedDuration::from_mins(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WindowError {
@@ -35,6 +37,7 @@ pub struct Windows {
     config: Arc<Config>,
     repo: MaintenanceRepo,
     alerts: AlertRepo,
+    cards: crate::repo::cards::CardRepo,
     outbox: Outbox,
     mattermost: Option<Mattermost>,
 }
@@ -71,7 +74,14 @@ pub async fn holding(
 
 impl Windows {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, outbox: Outbox, mattermost: Option<Mattermost>) -> Self {
-        Windows { config, repo: MaintenanceRepo::new(store.clone()), alerts: AlertRepo::new(store), outbox, mattermost }
+        Windows {
+            config,
+            repo: MaintenanceRepo::new(store.clone()),
+            alerts: AlertRepo::new(store.clone()),
+            cards: crate::repo::cards::CardRepo::new(store),
+            outbox,
+            mattermost,
+        }
     }
 
     /// Starts a window now for `length`, for one source or all.
@@ -110,8 +120,8 @@ impl Windows {
     }
 
     /// Handles every window that ended (within the last week) and was not handled yet: each
-    /// alert it held is released (the open ones posted and escalated from now), then one
-    /// summary is posted. Safe to run again: a released alert is not released twice, and the
+    /// alert it held is released (the open ones posted and escalated from now), then, once their
+    /// cards exist (or after a few minutes), one summary is posted with links to them. Safe to run again: a released alert is not released twice, and the
     /// end is marked handled only after the summary.
     pub async fn close_ended(&self, now: Timestamp) -> Result<usize, WindowError> {
         let mut closed = 0;
@@ -129,7 +139,23 @@ impl Windows {
                     open.push(alert_id.clone());
                 }
             }
-            self.summary(&w, &per_source, &open, held.len()).await?;
+            // The summary links the open alerts' cards, which the notifier is making now: wait
+            // for them (a later sweep comes back), but not for ever.
+            let mut links = Vec::new();
+            for id in &open {
+                match self.cards.get(id).await?.and_then(|c| c.value.post_id) {
+                    Some(post) => links.push(self.link(id, &post)),
+                    None if now.duration_since(w.end) < CARD_WAIT => {
+                        tracing::debug!(window = %w.id, alert_id = %id, "waiting for the card before the summary");
+                        break;
+                    }
+                    None => links.push(id.clone()),
+                }
+            }
+            if links.len() < open.len() {
+                continue;
+            }
+            self.summary(&w, &per_source, &links, held.len()).await?;
             self.repo.close(&w, now).await?;
             closed += 1;
         }
@@ -171,6 +197,14 @@ impl Windows {
             }
         }
         Err(RepoError::Conflict { what: format!("alert {alert_id}") })
+    }
+
+    /// `[ALR-12](<server>/_redirect/pl/<post>)`: Mattermost's permalink that finds the team itself.
+    fn link(&self, alert_id: &str, post_id: &str) -> String {
+        match &self.config.mattermost {
+            Some(m) => format!("[{alert_id}]({}/_redirect/pl/{post_id})", m.url.as_str().trim_end_matches('/')),
+            None => alert_id.to_string(),
+        }
     }
 
     async fn summary(
