@@ -79,10 +79,15 @@ struct Rig {
 }
 
 async fn rig(factory: impl AsyncFnOnce(&str) -> Option<TestApp>) -> Option<Rig> {
+    rig_with(factory, "").await
+}
+
+/// A rig whose configuration has `extra` appended.
+async fn rig_with(factory: impl AsyncFnOnce(&str) -> Option<TestApp>, extra: &str) -> Option<Rig> {
     let mm = FakeMattermost::start().await;
     mm.add_bot_to(OPS);
     mm.add_bot_to(ONCALL);
-    let app = factory(&config(&mm)).await?;
+    let app = factory(&format!("{}{extra}", config(&mm))).await?;
     let rig = Rig { app, mm, t0: Timestamp::now() };
     let req = Request::post("/hooks/particle/freezer")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -457,4 +462,44 @@ async fn a_window_ends_by_itself(rig: Rig) {
     assert_eq!(roots.len(), 3, "summary and the held alert's card");
     let later = rig.app.state.windows().list(Timestamp::now() + SignedDuration::from_secs(61)).await.unwrap();
     assert!(later.is_empty(), "nothing is running any more: {later:?}");
+}
+
+/// A weekly window from the configuration that started an hour ago, this week's occurrence
+/// of one that began a week earlier.
+async fn a_configured_weekly_window(factory: impl AsyncFnOnce(&str) -> Option<TestApp>) {
+    let first = (Timestamp::now() - SignedDuration::from_hours(7 * 24 + 1)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let extra = format!(
+        "[[maintenance]]\nid = \"weekly\"\nsources = [\"freezer\"]\nstart = \"{first}\"\nduration = \"2h\"\nweekly = true\n"
+    );
+    // The rig's own first alert arrives inside this week's occurrence: held.
+    let Some(rig) = rig_with(factory, &extra).await else { return };
+    assert!(rig.mm.roots_in(OPS).is_empty(), "held: no card during the window");
+    let alert = rig.app.state.alerts().get("ALR-1").await.unwrap().unwrap().value;
+    assert!(alert.held.as_deref().is_some_and(|k| k.starts_with("weekly@")), "{:?}", alert.held);
+    assert!(rig.slash("maintenance list").await.contains("weekly: "));
+    let tick = rig.app.state.tick();
+    tick.run(Timestamp::now()).await;
+    rig.notify().await;
+    assert!(
+        rig.mm.roots_in(OPS).is_empty(),
+        "last week's occurrence ended quietly (nothing arrived in it); this one runs"
+    );
+    let after = Timestamp::now() + SignedDuration::from_hours(1) + SignedDuration::from_secs(1);
+    tick.run(after).await;
+    rig.notify().await;
+    assert_eq!(tick.run(after).await.windows_closed, 1);
+    rig.notify().await;
+    let roots = rig.mm.roots_in(OPS);
+    assert_eq!(roots.len(), 2, "the card, then the summary");
+    assert!(roots[1]["message"].as_str().unwrap().contains("**Maintenance window weekly ended**"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_configured_weekly_window_holds_and_releases() {
+    a_configured_weekly_window(klaxon_tests::embedded_app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_configured_weekly_window_holds_and_releases() {
+    a_configured_weekly_window(klaxon_tests::aws_app).await;
 }

@@ -155,7 +155,11 @@ impl Windows {
             if links.len() < open.len() {
                 continue;
             }
-            self.summary(&w, &per_source, &links, held.len()).await?;
+            // A window nothing arrived in ends quietly (an old occurrence at a first start, a
+            // quiet night): the summary is about what was held.
+            if !held.is_empty() {
+                self.summary(&w, &per_source, &links, held.len()).await?;
+            }
             self.repo.close(&w, now).await?;
             closed += 1;
         }
