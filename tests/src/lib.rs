@@ -225,3 +225,18 @@ pub async fn drain_notify_queue(state: &klaxon::app::AppState) -> Vec<String> {
     }
     failed
 }
+
+/// One `#[tokio::test]` per case, for a test file with a rig: `$rig($factory)` builds it (and
+/// answers `None` when the backend cannot be reached outside CI), then `super::$case(rig)` runs.
+#[macro_export]
+macro_rules! rig_tests {
+    ($rig:path, $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(rig) = $rig($factory).await else { return };
+                super::$case(rig).await;
+            }
+        )*
+    };
+}

@@ -223,21 +223,9 @@ fn field<'a>(card: &'a Value, title: &str) -> &'a str {
         .unwrap_or("")
 }
 
-macro_rules! card_tests {
-    ($factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(rig) = super::rig($factory).await else { return };
-                super::$case(rig).await;
-            }
-        )*
-    };
-}
-
 macro_rules! all_cases {
     ($factory:path) => {
-        card_tests!($factory;
+        klaxon_tests::rig_tests!(super::rig, $factory;
             an_alert_gets_one_card_updated_in_place_with_replies_in_its_thread,
             a_backlog_of_repeats_collapses_into_one_update_showing_the_latest_count,
             a_redelivered_job_posts_nothing_twice,

@@ -244,21 +244,9 @@ impl Rig {
     }
 }
 
-macro_rules! escalation_tests {
-    ($factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(rig) = super::rig($factory).await else { return };
-                super::$case(rig).await;
-            }
-        )*
-    };
-}
-
 macro_rules! all_cases {
     ($factory:path) => {
-        escalation_tests!($factory;
+        klaxon_tests::rig_tests!(super::rig, $factory;
             level_one_is_assigned_at_once_and_level_two_after_its_wait,
             an_acknowledgement_stops_escalation_and_leaves_stale_timers_harmless,
             an_unacknowledged_alert_runs_every_level_and_repeat_then_is_exhausted,

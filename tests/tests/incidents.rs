@@ -161,21 +161,9 @@ impl Rig {
     }
 }
 
-macro_rules! incident_tests {
-    ($factory:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(rig) = super::rig($factory).await else { return };
-                super::$case(rig).await;
-            }
-        )*
-    };
-}
-
 macro_rules! all_cases {
     ($factory:path) => {
-        incident_tests!($factory;
+        klaxon_tests::rig_tests!(super::rig, $factory;
             the_dialog_declares_an_incident_with_its_channel_people_header_and_announcement,
             a_second_submission_of_the_same_dialog_declares_nothing_more,
             forged_expired_foreign_and_cancelled_dialogs_declare_nothing,

@@ -106,31 +106,8 @@ pub async fn handle(state: &AppState, req: &SlashRequest, authorization: Option<
         Command::Test => return test(state).await,
         Command::OnCall => return ephemeral(crate::escalation::on_call_text(&state.config, now, 3)),
         Command::MaintenanceStart { length, source } => return maintenance_start(state, &length, source, now).await,
-        Command::MaintenanceStop => {
-            return match state.windows().stop(now).await {
-                Ok(w) if w.is_empty() => {
-                    ephemeral("No maintenance window started from chat is running; nothing changed.")
-                }
-                Ok(w) => ephemeral(format!(
-                    "Stopped: {}. Its summary follows in a few seconds.",
-                    w.iter().map(crate::escalation::windows::describe).collect::<Vec<_>>().join("; ")
-                )),
-                Err(e) => unavailable(&e),
-            };
-        }
-        Command::MaintenanceList => {
-            return match state.windows().list(now).await {
-                Ok(w) if w.is_empty() => ephemeral("No maintenance window is running or starting within a week."),
-                Ok(w) => ephemeral(format!(
-                    "**Maintenance windows**\n{}",
-                    w.iter()
-                        .map(|w| format!("- {}", crate::escalation::windows::describe(w)))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )),
-                Err(e) => unavailable(&e),
-            };
-        }
+        Command::MaintenanceStop => return maintenance_stop(state, now).await,
+        Command::MaintenanceList => return maintenance_list(state, now).await,
         Command::Connect => return ephemeral(super::oauth::connect_text(state, &req.user_id, &req.user_name)),
         Command::Mitigate => Change::Mitigate,
         Command::Resolve => Change::Resolve,
@@ -181,6 +158,29 @@ async fn maintenance_start(state: &AppState, length: &str, source: Option<String
             "Maintenance window started: {}. Alerts are recorded but not posted or escalated until it ends; then one summary lists them.",
             crate::escalation::windows::describe(&w)
         )),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn maintenance_stop(state: &AppState, now: jiff::Timestamp) -> Value {
+    match state.windows().stop(now).await {
+        Ok(w) if w.is_empty() => ephemeral("No maintenance window started from chat is running; nothing changed."),
+        Ok(w) => ephemeral(format!(
+            "Stopped: {}. Alerts that arrived during it are posted and summarised within a minute.",
+            w.iter().map(crate::escalation::windows::describe).collect::<Vec<_>>().join("; ")
+        )),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn maintenance_list(state: &AppState, now: jiff::Timestamp) -> Value {
+    match state.windows().list(now).await {
+        Ok(w) if w.is_empty() => ephemeral("No maintenance window is running or starting within a week."),
+        Ok(w) => {
+            let lines: Vec<String> =
+                w.iter().map(|w| format!("- {}", crate::escalation::windows::describe(w))).collect();
+            ephemeral(format!("**Maintenance windows**\n{}", lines.join("\n")))
+        }
         Err(e) => unavailable(&e),
     }
 }
