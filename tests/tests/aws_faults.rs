@@ -156,3 +156,29 @@ async fn intake_answers_a_fixed_503_when_access_is_denied_and_keeps_the_detail_i
         (StatusCode::OK, Some("ALR-1"), Some(false))
     );
 }
+
+/// The DynamoDB round trips of intake's request path, counted at the proxy: the baseline the
+/// storms issue (at most 3 sequential round trips per new alert, SQS included) measures against.
+/// Bounds, not exact counts, so that fewer calls never fail it.
+#[tokio::test]
+async fn the_request_path_round_trips_are_counted() {
+    let Some((app, proxy)) = klaxon_tests::aws_app_with_faults(CONFIG).await else { return };
+    let ops = ["GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"];
+    let count = |proxy: &klaxon_tests::faulty::FaultyDynamo| ops.iter().map(|op| proxy.calls(op)).collect::<Vec<_>>();
+    let before = count(&proxy);
+    let (status, _) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t1&PARTICLE_EVENT_ID=rt1").await;
+    assert_eq!(status, StatusCode::OK);
+    let new_alert: Vec<usize> = count(&proxy).iter().zip(&before).map(|(a, b)| a - b).collect();
+    let before = count(&proxy);
+    let (status, _) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t2&PARTICLE_EVENT_ID=rt2").await;
+    assert_eq!(status, StatusCode::OK);
+    let repeat: Vec<usize> = count(&proxy).iter().zip(&before).map(|(a, b)| a - b).collect();
+    println!("DynamoDB calls per request ({ops:?}): new alert {new_alert:?}, grouped repeat {repeat:?}");
+    let (new_total, repeat_total): (usize, usize) = (new_alert.iter().sum(), repeat.iter().sum());
+    // Today: a new alert reads its idempotency record and the open index (GetItem ×2), the
+    // maintenance windows started from chat and the outbox (Query ×2), takes a number
+    // (UpdateItem), writes everything in one transaction and deletes the relayed job: 7, plus
+    // one SQS send. A repeat reads the alert too and takes no number: 6, plus one send.
+    assert!(new_total <= 7, "a new alert made {new_total} DynamoDB calls: {new_alert:?}");
+    assert!(repeat_total <= 6, "a repeat made {repeat_total} DynamoDB calls: {repeat:?}");
+}
