@@ -3,7 +3,6 @@
 
 use crate::app::{AppError, AppState, StorageDescription};
 use crate::config::{Config, SourceKind};
-use crate::http::ROUTES;
 use crate::notify::worker::Worker;
 use crate::store::Store;
 use std::net::SocketAddr;
@@ -261,9 +260,6 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
             "  {base}/chatops/oauth/callback    <- callback URL of the OAuth 2.0 application (incidents.oauth)"
         ));
         out.push(format!("  {base}/chatops/mirror    <- outgoing webhook callback URL for public incident or mirror channels (optional)"));
-    }
-    for r in ROUTES.iter().filter(|r| !crate::http::is_built(r.path)) {
-        out.push(format!("  {base}{}    <- {} (not built yet: answers 501)", r.path, r.purpose));
     }
     out.push(format!("  {base}/healthz    <- health check"));
     out.push(String::new());

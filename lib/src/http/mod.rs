@@ -1,7 +1,6 @@
 //! The HTTP routers: one per Lambda function, and all of them together for `klaxon serve`.
 //!
-//! Routes whose feature is not built yet answer 501 with a JSON error that says so, and touch
-//! nothing.
+//! Every route in [`ROUTES`] has its handler in [`handler`]; a test checks that none is missing.
 
 mod chatops;
 mod error;
@@ -15,7 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -34,8 +33,6 @@ pub struct RouteInfo {
     pub method: &'static str,
     pub path: &'static str,
     pub purpose: &'static str,
-    /// False: the route answers 501 in this version.
-    pub built: bool,
 }
 
 pub const ROUTES: &[RouteInfo] = &[
@@ -44,14 +41,12 @@ pub const ROUTES: &[RouteInfo] = &[
         method: "POST",
         path: "/hooks/mattermost/{source_id}",
         purpose: "Mattermost outgoing webhook (trigger words)",
-        built: true,
     },
     RouteInfo {
         function: "particle-webhook",
         method: "POST",
         path: "/hooks/particle/{source_id}",
         purpose: "Particle webhook (ALERT / RESOLVE)",
-        built: true,
     },
     RouteInfo {
         function: "chatops",
@@ -59,47 +54,27 @@ pub const ROUTES: &[RouteInfo] = &[
         method: "GET, POST",
         path: "/chatops/command",
         purpose: "/incident slash command",
-        built: true,
     },
     RouteInfo {
         function: "chatops",
         method: "POST",
         path: "/chatops/dialog",
         purpose: "interactive dialog submissions",
-        built: true,
     },
-    RouteInfo {
-        function: "chatops",
-        method: "POST",
-        path: "/chatops/action",
-        purpose: "alert card button clicks",
-        built: true,
-    },
+    RouteInfo { function: "chatops", method: "POST", path: "/chatops/action", purpose: "alert card button clicks" },
     RouteInfo {
         function: "chatops",
         method: "POST",
         path: "/chatops/mirror",
         purpose: "incident-channel replies (outgoing webhook)",
-        built: true,
     },
     RouteInfo {
         function: "chatops",
         method: "GET",
         path: "/chatops/oauth/callback",
         purpose: "/incident connect (OAuth 2.0 callback)",
-        built: true,
     },
 ];
-
-async fn not_built(method: Method, matched: Option<MatchedPath>) -> ApiError {
-    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
-    let what = ROUTES.iter().find(|r| r.path == route).map_or("this route", |r| r.purpose);
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        format!("{what} ({method} {route}) is not built in this version of Klaxon; nothing was read or stored"),
-    )
-}
 
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // A read of a key that never exists proves the store answers. Load balancers and monitors
@@ -137,11 +112,6 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Whether a route does its job in this version (the others answer 501).
-pub fn is_built(path: &str) -> bool {
-    ROUTES.iter().any(|r| r.path == path && r.built)
-}
-
 /// Another method on a known path: the JSON error, with `Allow` as HTTP asks.
 async fn wrong_method(method: Method, matched: Option<MatchedPath>) -> axum::response::Response {
     let route = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
@@ -157,21 +127,26 @@ async fn wrong_method(method: Method, matched: Option<MatchedPath>) -> axum::res
     response
 }
 
-fn routes_of(function: &str) -> Router<AppState> {
-    ROUTES.iter().filter(|r| r.function == function).fold(Router::new(), |router, r| {
-        let handler = match (r.path, r.method) {
-            ("/hooks/mattermost/{source_id}", _) => post(intake::mattermost_hook),
-            ("/hooks/particle/{source_id}", _) => post(intake::particle_hook),
-            ("/chatops/action", _) => post(chatops::button),
-            ("/chatops/command", _) => post(chatops::command).get(chatops::command),
-            ("/chatops/dialog", _) => post(chatops::dialog_submission),
-            ("/chatops/mirror", _) => post(chatops::mirror),
-            ("/chatops/oauth/callback", _) => get(chatops::oauth_callback),
-            (_, "GET") => get(not_built),
-            _ => post(not_built),
-        };
-        router.route(r.path, handler.fallback(wrong_method))
+/// The handler of a route in [`ROUTES`].
+pub fn handler(path: &str) -> Option<MethodRouter<AppState>> {
+    Some(match path {
+        "/hooks/mattermost/{source_id}" => post(intake::mattermost_hook),
+        "/hooks/particle/{source_id}" => post(intake::particle_hook),
+        "/chatops/action" => post(chatops::button),
+        "/chatops/command" => post(chatops::command).get(chatops::command),
+        "/chatops/dialog" => post(chatops::dialog_submission),
+        "/chatops/mirror" => post(chatops::mirror),
+        "/chatops/oauth/callback" => get(chatops::oauth_callback),
+        _ => return None,
     })
+}
+
+fn routes_of(function: &str) -> Router<AppState> {
+    ROUTES
+        .iter()
+        .filter(|r| r.function == function)
+        .filter_map(|r| Some((r.path, handler(r.path)?)))
+        .fold(Router::new(), |router, (path, h)| router.route(path, h.fallback(wrong_method)))
 }
 
 /// Adds what every router shares: `/healthz`, the JSON 404, the body limit and request tracing.
