@@ -240,3 +240,16 @@ macro_rules! rig_tests {
         )*
     };
 }
+
+/// Sends `req` through `klaxon serve`'s router on `state`: the status and the JSON answer
+/// (`null` for an answer that is not JSON).
+pub async fn route(
+    state: &klaxon::app::AppState,
+    req: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use tower::ServiceExt;
+    let res = klaxon::http::all(state.clone()).oneshot(req).await.expect("the router always answers");
+    let status = res.status();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.expect("a readable body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}

@@ -8,7 +8,6 @@ use jiff::{SignedDuration, Timestamp};
 use klaxon_tests::TestApp;
 use klaxon_tests::fake_mattermost::{BOT_TOKEN, BOT_USER_ID, CAROL_ID, FakeMattermost};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const OPS: &str = "0psch4nnel0psch4nnel0psch4";
 const ONCALL: &str = "0nca11ch4nn310nca11ch4nn31";
@@ -94,8 +93,7 @@ async fn rig_with(factory: impl AsyncFnOnce(&str) -> Option<TestApp>, extra: &st
         .header("authorization", format!("Bearer {KEY}"))
         .body(Body::from("event=ALERT&coreid=dev7&data=-3&published_at=t1"))
         .unwrap();
-    let res = klaxon::http::all(rig.app.state.clone()).oneshot(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(klaxon_tests::route(&rig.app.state, req).await.0, StatusCode::OK);
     rig.notify().await;
     Some(rig)
 }
@@ -161,10 +159,8 @@ impl Rig {
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        let (status, answer) = klaxon_tests::route(&self.app.state, req).await;
+        assert_eq!(status, StatusCode::OK);
         self.notify().await;
         answer
     }
@@ -188,10 +184,7 @@ impl Rig {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Body::from(form))
             .unwrap();
-        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let (status, v) = klaxon_tests::route(&self.app.state, req).await;
         self.notify().await;
         (status, v["text"].as_str().unwrap_or_default().to_string())
     }
@@ -206,10 +199,9 @@ impl Rig {
                 uuid::Uuid::new_v4()
             )))
             .unwrap();
-        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
-        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let (_, answer) = klaxon_tests::route(&self.app.state, req).await;
         self.notify().await;
-        serde_json::from_slice(&bytes).unwrap()
+        answer
     }
 
     /// `/incident <text>`, answered privately.
@@ -228,9 +220,7 @@ impl Rig {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Body::from(form))
             .unwrap();
-        let res = klaxon::http::all(self.app.state.clone()).oneshot(req).await.unwrap();
-        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let (_, v) = klaxon_tests::route(&self.app.state, req).await;
         v["text"].as_str().unwrap_or_default().to_string()
     }
 

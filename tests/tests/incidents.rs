@@ -74,10 +74,10 @@ async fn rig(factory: impl AsyncFnOnce(&str) -> Option<TestApp>) -> Option<Rig> 
 }
 
 async fn call(rig: &Rig, req: Request<Body>) -> Value {
-    let res = klaxon::http::all(rig.app.state.clone()).oneshot(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "Mattermost shows anything but 200 as an error");
-    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+    let (status, answer) = klaxon_tests::route(&rig.app.state, req).await;
+    assert_eq!(status, StatusCode::OK, "Mattermost shows anything but 200 as an error");
+    assert!(answer.is_object(), "a JSON answer: {answer}");
+    answer
 }
 
 impl Rig {
@@ -640,6 +640,9 @@ async fn bad_states_other_users_and_refused_codes_get_a_clear_page_and_store_not
     let code = rig.mm.approve(ALICE_ID, &redirect);
     bad(&callback_on(klaxon::http::all(wrong), &[("code", &code), ("state", &state)]).await.1, "client id or secret");
     bad(&callback(&rig, &[("error", "access_denied"), ("state", &state)]).await.1, "did not allow");
+    rig.mm.fail_next("token", 1, Fault::Status(503));
+    let code = rig.mm.approve(ALICE_ID, &redirect);
+    bad(&callback(&rig, &[("code", &code), ("state", &state)]).await.1, "could not be reached");
     let repo = rig.app.state.oauth().unwrap();
     assert!(repo.user(ALICE_ID).await.unwrap().is_none() && repo.user(BOB_ID).await.unwrap().is_none());
     // Still usable: nothing was claimed by the refusals.

@@ -6,7 +6,7 @@
 
 use crate::chatops::signing::Signer;
 use crate::domain::{Actor, Alert, AlertStatus, Urgency};
-use crate::mattermost::{Attachment, Field};
+use crate::mattermost::{Attachment, CreatePost, Field};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -166,6 +166,18 @@ pub fn render(alert: &Alert) -> (String, Attachment) {
         actions: Vec::new(),
     };
     (message, attachment)
+}
+
+/// A bot post made by a job (a thread reply, an incident line, an announcement): its props carry
+/// the job id, so that a retry after Mattermost's 30 s `pending_post_id` memory can find it.
+pub fn job_post(channel_id: &str, root_id: &str, message: String, job_id: &str, pending_post_id: String) -> CreatePost {
+    CreatePost {
+        channel_id: channel_id.to_string(),
+        message,
+        root_id: root_id.to_string(),
+        props: json!({ "from_bot": "true", JOB_PROP: job_id }),
+        pending_post_id,
+    }
 }
 
 /// The props of a card post: the attachment, and the alert id that marks it as the card.

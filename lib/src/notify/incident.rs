@@ -9,14 +9,14 @@
 //! id in its props before it is created again.
 
 use super::batch::JobError;
-use super::card::JOB_PROP;
+use super::card::{JOB_PROP, job_post};
 use super::job::NotifyJob;
 use super::notifier::{Failure, NO_MATTERMOST, Notifier, with_retries};
 use super::routing::{EventFacts, destination};
 use crate::domain::{Actor, Incident, IncidentId};
 use crate::incidents::service::entry_of_job;
 use crate::incidents::{channel_name, render};
-use crate::mattermost::{CreateChannel, CreatePost, Mattermost, WebhookPost};
+use crate::mattermost::{CreateChannel, Mattermost, WebhookPost};
 use crate::repo::RepoError;
 use crate::repo::deliveries::{Delivery, DeliveryRecord};
 use crate::repo::incidents::IncidentRepo;
@@ -205,13 +205,7 @@ impl Notifier {
         if let Some(p) = with_retries(|| mm.find_post(channel_id, since, JOB_PROP, &job.job_id)).await? {
             return Ok(p.id);
         }
-        let post = CreatePost {
-            channel_id: channel_id.to_string(),
-            message,
-            root_id: String::new(),
-            props: serde_json::json!({ "from_bot": "true", JOB_PROP: job.job_id }),
-            pending_post_id: format!("klaxon-{}-{channel_id}", job.job_id),
-        };
+        let post = job_post(channel_id, "", message, &job.job_id, format!("klaxon-{}-{channel_id}", job.job_id));
         Ok(with_retries(|| mm.create_post(&post)).await?.id)
     }
 

@@ -357,13 +357,8 @@ impl Notifier {
         {
             return Ok(existing.id);
         }
-        let reply = CreatePost {
-            channel_id: card.value.channel_id.clone(),
-            message: text,
-            root_id: post_id,
-            props: serde_json::json!({ "from_bot": "true", card::JOB_PROP: job.job_id }),
-            pending_post_id: format!("klaxon-{}", job.job_id),
-        };
+        let reply =
+            card::job_post(&card.value.channel_id, &post_id, text, &job.job_id, format!("klaxon-{}", job.job_id));
         Ok(with_retries(|| mm.create_post(&reply)).await?.id)
     }
 

@@ -395,6 +395,9 @@ pub(super) async fn open_dialog(State(world): State<Shared>, body: Bytes) -> Res
 
 /// `POST /oauth/access_token` (§7.1, §7.2): form fields; AppError JSON on every refusal.
 pub(super) async fn access_token(State(world): State<Shared>, body: Bytes) -> Response {
+    if let Err(r) = before(&world, "token").await {
+        return r;
+    }
     let form: std::collections::HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     if get("grant_type") != "authorization_code" {
