@@ -13,6 +13,7 @@ use crate::queue::sqs::SqsQueue;
 use crate::queue::{Queue, QueueError, QueueKind};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::cards::CardRepo;
+use crate::repo::counter::NumberBlocks;
 use crate::repo::deliveries::DeliveryRepo;
 use crate::repo::incidents::IncidentRepo;
 use crate::store::dynamodb::DynamoStore;
@@ -27,6 +28,9 @@ pub const TIMER_QUEUE: &str = "timers";
 /// Receives before a job goes to the dead-letter queue; with the backoff of
 /// [`crate::notify::batch::retry_delay`] that is more than a day of retries.
 pub const MAX_RECEIVES: u32 = 24;
+/// Alert numbers a process takes at once on AWS, beside a request's reads (see
+/// [`NumberBlocks`]): a Lambda instance that ends leaves at most this many unused.
+pub const AWS_NUMBER_BLOCK: u64 = 10;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +42,8 @@ pub struct AppState {
     pub storage: StorageDescription,
     /// Serialises intake work on one alert within this process.
     pub alert_locks: Arc<KeyLocks>,
+    /// Alert numbers this process has taken from the counter and not yet used.
+    pub alert_numbers: Arc<NumberBlocks>,
     /// The Mattermost client, kept between requests and invocations (its connections and its
     /// answer to "who is the bot" are reused), with the server URL and token fingerprint it was
     /// made for: a pushed configuration with another server or token gets a new one.
@@ -139,7 +145,13 @@ impl AppState {
     }
 
     pub fn intake(&self) -> Intake {
-        Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.alert_locks.clone())
+        Intake::new(
+            self.store.clone(),
+            self.outbox(),
+            self.config.clone(),
+            self.alert_locks.clone(),
+            self.alert_numbers.clone(),
+        )
     }
 
     /// The client for the configured Mattermost (`None` without a `[mattermost]` section).
@@ -260,6 +272,8 @@ impl AppState {
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
             alert_locks: Arc::default(),
+            // One process owns the file: numbers one at a time when quiet, so no gaps.
+            alert_numbers: Arc::new(NumberBlocks::new("alert", 1)),
             mattermost_client: Arc::default(),
             app_token: Arc::default(),
         })
@@ -288,6 +302,7 @@ impl AppState {
             timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
             storage: StorageDescription::Aws { table },
             alert_locks: Arc::default(),
+            alert_numbers: Arc::new(NumberBlocks::new("alert", AWS_NUMBER_BLOCK)),
             mattermost_client: Arc::default(),
             app_token: Arc::default(),
         }

@@ -1,24 +1,42 @@
-//! The embedded database both SQLite adapters share: one file, one connection, every call run
-//! on tokio's blocking pool inside an immediate transaction.
+//! The embedded database both SQLite adapters share: one file, one writer, many readers.
+//!
+//! **Group commit.** One thread owns the connection that writes. Every write call is a job sent
+//! to it; it takes every job waiting (up to [`MAX_GROUP`]), runs each inside its own savepoint
+//! of one transaction, commits once (one fsync for the whole group) and only then answers each
+//! caller. A job that fails or rolls back undoes only its own savepoint. So under load many
+//! requests share one commit, and an answer always comes after the commit that holds its write:
+//! an acknowledged write is durable (`synchronous = FULL`).
+//!
+//! **Readers** run on their own connections (WAL lets them read beside the writer) on tokio's
+//! blocking pool, and see every write whose caller has been answered.
 //!
 //! **Deadlines.** A request that must answer in time (an intake, `/healthz`) runs inside
-//! [`with_deadline`]. Every database call made under it waits for the connection and for
-//! SQLite's file lock only until the deadline, then fails with [`DbError::Deadline`] having
-//! done nothing. So when another process holds `klaxon.db` locked, callers get a quick 503
-//! instead of queueing behind each other for seconds, and a call that gave up can never
-//! commit later behind the caller's back.
+//! [`with_deadline`]. Every database call made under it waits for SQLite's file lock only until
+//! the deadline, then fails with [`DbError::Deadline`] having done nothing: the writer checks a
+//! job's deadline before running it, and a job it ran is answered only after its commit. So
+//! when another process holds `klaxon.db` locked, callers get a quick 503 instead of queueing
+//! behind each other for seconds, and a call that gave up can never commit later behind the
+//! caller's back.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 /// How long a call without a deadline (the notifier's workers, the sweep) waits for SQLite's
 /// file lock when another process holds it.
 const BACKGROUND_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the writer waits for the file lock at a time before it looks at deadlines and new
+/// jobs again.
+const LOCK_SLICE: Duration = Duration::from_millis(50);
+/// Most jobs in one transaction: bounds how long a group holds the others' answers.
+const MAX_GROUP: usize = 512;
+/// Reader connections kept open between reads.
+const IDLE_READERS: usize = 8;
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -49,12 +67,38 @@ pub enum DbError {
     Worker(String),
     #[error("the database did not answer in time (another process may hold {path} locked); nothing was written, retry")]
     Deadline { path: PathBuf },
+    #[error("the transaction holding this write could not be committed ({0}); nothing was written, retry")]
+    Commit(String),
+}
+
+/// What the writer tells a job: run inside this transaction, or give up with this error.
+enum Step<'a> {
+    Run(&'a Transaction<'a>),
+    Refuse(DbError),
+}
+
+/// Answers a job's caller once the group's fate is known: `None` when it committed, the error
+/// when the whole group was rolled back.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// A job's work: `Ok(Some(reply))` to be answered after the commit, `Ok(None)` when it answered
+/// already (refused), `Err(reply)` when savepoint handling failed and the group must be rolled
+/// back.
+type Work = Box<dyn for<'a> FnOnce(Step<'a>) -> Result<Option<Reply>, Reply> + Send>;
+
+struct Job {
+    deadline: Option<std::time::Instant>,
+    queued_at: std::time::Instant,
+    work: Work,
 }
 
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    writer: mpsc::Sender<Job>,
+    readers: Arc<std::sync::Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// Woken whenever a committed write put a message into an embedded queue.
+    queued: Arc<Notify>,
 }
 
 impl Db {
@@ -66,24 +110,58 @@ impl Db {
     }
 
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let open_err = |source| DbError::Open { path: path.to_path_buf(), source };
-        let conn = Connection::open(path).map_err(open_err)?;
-        // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
-        // before we acknowledge it ("nothing accepted is ever lost").
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(open_err)?;
-        conn.busy_timeout(BACKGROUND_BUSY_TIMEOUT).map_err(open_err)?;
-        Ok(Db { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+        let conn = open_connection(path)?;
+        let (writer, jobs) = mpsc::channel::<Job>();
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("klaxon-db-writer".into())
+            .spawn(move || write_loop(conn, jobs, thread_path))
+            .map_err(|e| DbError::Worker(format!("cannot start the database writer: {e}")))?;
+        Ok(Db {
+            writer,
+            readers: Arc::new(std::sync::Mutex::new(Vec::new())),
+            path: path.to_path_buf(),
+            queued: Arc::new(Notify::new()),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Runs set-up SQL (schemas), before the database is shared with running tasks.
+    /// Woken after a committed write queued a message (see [`Db::wake_receivers`]).
+    pub(crate) fn queued(&self) -> &Notify {
+        &self.queued
+    }
+
+    /// Wakes every receive waiting on an embedded queue.
+    pub(crate) fn wake_receivers(&self) {
+        self.queued.notify_waiters();
+    }
+
+    /// Runs set-up SQL (schemas) on the writer and waits for it.
     pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
-        let conn = self.conn.try_lock().map_err(|_| DbError::Worker("the database is in use during set-up".into()))?;
-        conn.execute_batch(sql)?;
-        Ok(())
+        let (done, result) = mpsc::channel();
+        let sql = sql.to_string();
+        let work = Box::new(move |step: Step<'_>| {
+            let outcome = match step {
+                Step::Refuse(e) => Err(e),
+                Step::Run(tx) => tx.execute_batch(&sql).map_err(DbError::from),
+            };
+            let reply: Reply = Box::new(move |failed: Option<&str>| {
+                let _ = done.send(match failed {
+                    Some(e) if outcome.is_ok() => Err(DbError::Commit(e.to_string())),
+                    _ => outcome,
+                });
+            });
+            Ok(Some(reply))
+        });
+        self.send(Job { deadline: None, queued_at: std::time::Instant::now(), work })?;
+        result.recv().map_err(|_| DbError::Worker("the database writer stopped".into()))?
+    }
+
+    fn send(&self, job: Job) -> Result<(), DbError> {
+        self.writer.send(job).map_err(|_| DbError::Worker("the database writer stopped".into()))
     }
 
     /// Runs `f` in one transaction and commits whatever it did.
@@ -98,39 +176,265 @@ impl Db {
         })
     }
 
-    /// Runs `f` in one transaction; commits only if it returns `Ok(Ok(_))`.
+    /// Runs `f` on the writer, in its own savepoint of the current group's transaction; keeps
+    /// what it did only if it returns `Ok(Ok(_))`, and answers after the group's commit.
     pub async fn run_or_rollback<T, E, F>(&self, f: F) -> Result<Result<T, E>, DbError>
     where
         T: Send + 'static,
         E: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<Result<T, E>> + Send + 'static,
     {
+        let deadline = DEADLINE.try_with(|d| *d).ok().map(Instant::into_std);
+        let (answer, answered) = oneshot::channel::<Result<Result<T, E>, DbError>>();
+        let work = Box::new(move |step: Step<'_>| -> Result<Option<Reply>, Reply> {
+            let tx = match step {
+                Step::Refuse(e) => {
+                    let _ = answer.send(Err(e));
+                    return Ok(None);
+                }
+                Step::Run(tx) => tx,
+            };
+            if let Err(e) = savepoint(tx, "SAVEPOINT job") {
+                return Err(Box::new(move |_| {
+                    let _ = answer.send(Err(DbError::Sqlite(e)));
+                }));
+            }
+            let outcome = f(tx);
+            let kept = matches!(outcome, Ok(Ok(_)));
+            let closed = if kept {
+                savepoint(tx, "RELEASE job")
+            } else {
+                savepoint(tx, "ROLLBACK TO job").and_then(|()| savepoint(tx, "RELEASE job"))
+            };
+            let reply: Reply = Box::new(move |failed: Option<&str>| {
+                let _ = answer.send(match (outcome, failed) {
+                    (Ok(Ok(_)), Some(e)) => Err(DbError::Commit(e.to_string())),
+                    (outcome, _) => outcome.map_err(DbError::from),
+                });
+            });
+            match closed {
+                Ok(()) => Ok(Some(reply)),
+                Err(_) => Err(reply),
+            }
+        });
+        self.send(Job { deadline, queued_at: std::time::Instant::now(), work })?;
+        answered.await.map_err(|_| DbError::Worker("the database writer dropped a job".into()))?
+    }
+
+    /// Runs `f` on a reader connection, in one read transaction (a consistent snapshot of
+    /// everything committed when it starts).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
         let deadline = DEADLINE.try_with(|d| *d).ok();
-        let late = || DbError::Deadline { path: self.path.clone() };
-        let mut conn = match deadline {
-            Some(at) => tokio::time::timeout_at(at, Arc::clone(&self.conn).lock_owned()).await.map_err(|_| late())?,
-            None => Arc::clone(&self.conn).lock_owned().await,
-        };
-        let path = self.path.clone();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let busy = match deadline {
                 None => BACKGROUND_BUSY_TIMEOUT,
                 Some(at) => match at.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => left,
-                    _ => return Err(DbError::Deadline { path }),
+                    _ => return Err(DbError::Deadline { path: this.path.clone() }),
                 },
             };
+            let pooled = this.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&this.path)?,
+            };
             conn.busy_timeout(busy)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            if out.is_ok() {
-                tx.commit()?;
-            } else {
-                tx.rollback()?;
+            let out = {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let out = f(&tx);
+                tx.finish()?;
+                out?
+            };
+            let mut idle = this.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
             }
             Ok(out)
         })
         .await
         .map_err(|e| DbError::Worker(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, DbError> {
+    let open_err = |source| DbError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
+    // before we acknowledge it ("nothing accepted is ever lost").
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(open_err)?;
+    conn.busy_timeout(BACKGROUND_BUSY_TIMEOUT).map_err(open_err)?;
+    Ok(conn)
+}
+
+fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// The writer thread: takes every waiting job, runs them in one transaction, commits, answers.
+/// It ends when every [`Db`] handle is gone.
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: PathBuf) {
+    let mut group: Vec<Job> = Vec::new();
+    loop {
+        if group.is_empty() {
+            match jobs.recv() {
+                Ok(job) => group.push(job),
+                Err(_) => return,
+            }
+        }
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // Jobs whose caller's deadline has passed are answered without running.
+        let now = std::time::Instant::now();
+        let (late, waiting): (Vec<Job>, Vec<Job>) = group.drain(..).partition(|j| j.deadline.is_some_and(|d| d <= now));
+        group = waiting;
+        for job in late {
+            let _ = (job.work)(Step::Refuse(DbError::Deadline { path: path.clone() }));
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let soonest = group.iter().filter_map(|j| j.deadline).min();
+        let slice = soonest.map_or(LOCK_SLICE, |d| d.saturating_duration_since(now).min(LOCK_SLICE));
+        let tx = match conn
+            .busy_timeout(slice)
+            .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate))
+        {
+            Ok(tx) => tx,
+            Err(e) if is_busy(&e) => {
+                // Another process holds the lock: keep waiting, but give up on background jobs
+                // that have waited their whole allowance.
+                let now = std::time::Instant::now();
+                let (stale, waiting): (Vec<Job>, Vec<Job>) = group
+                    .drain(..)
+                    .partition(|j| j.deadline.is_none() && now.duration_since(j.queued_at) >= BACKGROUND_BUSY_TIMEOUT);
+                group = waiting;
+                for job in stale {
+                    let _ = (job.work)(Step::Refuse(DbError::Sqlite(clone_busy(&e))));
+                }
+                continue;
+            }
+            Err(e) => {
+                for job in group.drain(..) {
+                    let _ = (job.work)(Step::Refuse(DbError::Commit(e.to_string())));
+                }
+                continue;
+            }
+        };
+        let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+        let mut broken = false;
+        for job in group.drain(..) {
+            if broken {
+                // The transaction is being abandoned: nothing more runs in it.
+                let _ = (job.work)(Step::Refuse(DbError::Commit("an earlier write in its group failed".into())));
+                continue;
+            }
+            match (job.work)(Step::Run(&tx)) {
+                Ok(Some(reply)) => replies.push(reply),
+                Ok(None) => {}
+                Err(reply) => {
+                    replies.push(reply);
+                    broken = true;
+                }
+            }
+        }
+        let failed = if broken {
+            let _ = tx.rollback();
+            Some("a savepoint could not be closed, so the group was rolled back".to_string())
+        } else {
+            tx.commit().err().map(|e| e.to_string())
+        };
+        if let Some(e) = &failed {
+            tracing::error!(error = %e, "a group of database writes was not committed; each caller was told to retry");
+        }
+        for reply in replies {
+            reply(failed.as_deref());
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn clone_busy(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => rusqlite::Error::SqliteFailure(*code, message.clone()),
+        other => rusqlite::Error::InvalidParameterName(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_job_undoes_only_its_own_writes_in_a_shared_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let calls: Vec<_> = (0..200i64)
+            .map(|k| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.run_or_rollback(move |tx| {
+                        tx.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
+                        Ok(if k % 2 == 0 { Ok(()) } else { Err("odd") })
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap().unwrap().ok();
+        }
+        let (count, odd) = db
+            .read(|tx| {
+                tx.query_row("SELECT COUNT(*), COALESCE(SUM(k % 2), 0) FROM t", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, odd), (100, 0), "every even row kept, every odd one rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_fails_its_own_job_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let good = db.run(|tx| tx.execute("INSERT INTO t (k) VALUES (1)", []));
+        let bad = db.run(|tx| tx.execute("INSERT INTO nowhere (k) VALUES (1)", []));
+        let (good, bad) = tokio::join!(good, bad);
+        assert_eq!(good.unwrap(), 1);
+        assert!(matches!(bad, Err(DbError::Sqlite(_))), "{bad:?}");
+        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_locked_file_refuses_a_job_with_a_deadline_and_runs_it_when_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let other = Connection::open(db.path()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let late = with_deadline(Duration::from_millis(150), db.run(|tx| tx.execute("INSERT INTO t VALUES (1)", [])));
+        assert!(matches!(late.await, Err(DbError::Deadline { .. })));
+        other.execute_batch("ROLLBACK").unwrap();
+        db.run(|tx| tx.execute("INSERT INTO t VALUES (2)", [])).await.unwrap();
+        let rows: Vec<i64> =
+            db.read(|tx| tx.prepare("SELECT k FROM t")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
+        assert_eq!(rows, vec![2], "the refused write never ran");
     }
 }

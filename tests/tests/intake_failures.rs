@@ -40,8 +40,8 @@ impl Store for FailingWrites {
     async fn transact(&self, _writes: Vec<Write>) -> Result<(), StoreError> {
         Err(StoreError::Backend { backend: "test store", message: "disk full".into() })
     }
-    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
-        self.0.increment(pk, sk).await
+    async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
+        self.0.increment_by(pk, sk, by).await
     }
     async fn purge_expired(&self, max: usize) -> Result<usize, StoreError> {
         self.0.purge_expired(max).await

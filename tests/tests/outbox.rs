@@ -24,7 +24,7 @@ async fn pending_for(app: &TestApp, alert: &str) -> usize {
 }
 
 async fn add(app: &TestApp, jobs: impl IntoIterator<Item = Job>) {
-    let writes: Vec<_> = jobs.into_iter().map(|j| outbox::write(&j)).collect();
+    let writes: Vec<_> = jobs.into_iter().map(|j| outbox::item_write(&j)).collect();
     for chunk in writes.chunks(50) {
         app.state.store.transact(chunk.to_vec()).await.unwrap();
     }

@@ -87,7 +87,33 @@ async fn counters_hand_out_distinct_sequential_numbers_under_concurrency(store: 
         got.insert(t.await.unwrap());
     }
     assert_eq!(got, (1..=8).collect());
-    assert_eq!(AlertRepo::new(store).next_id().await.unwrap(), "ALR-9");
+
+    // Blocks of numbers: 200 concurrent callers get 200 distinct numbers and, every block
+    // being sized to the callers waiting, none is wasted (the counter ends at 208).
+    let blocks = Arc::new(counter::NumberBlocks::new("alert", 1));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (s, b) = (store.clone(), blocks.clone());
+            tokio::spawn(async move { AlertRepo::new(s).next_id(&b).await.unwrap() })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids, (9..=208).map(|n| format!("ALR-{n}")).collect());
+    assert_eq!(counter::next(store.as_ref(), "alert").await.unwrap(), 209, "no number was taken and left unused");
+
+    // A larger block is taken ahead of need; its numbers come without a round trip and are
+    // not handed out twice, even beside the one-at-a-time counter.
+    let ahead = counter::NumberBlocks::new("alert", 10);
+    ahead.refill_if_empty(store.as_ref()).await.unwrap();
+    assert_eq!(counter::next(store.as_ref(), "alert").await.unwrap(), 220, "the block took 210..=219");
+    let mut taken = Vec::new();
+    for _ in 0..11 {
+        taken.push(ahead.next(store.as_ref()).await.unwrap());
+    }
+    assert_eq!(taken, (210..=219).chain([221]).collect::<Vec<_>>(), "then a new block starts after the counter");
 }
 
 async fn an_alert_is_created_with_its_jobs_or_not_at_all(store: Arc<dyn Store>) {

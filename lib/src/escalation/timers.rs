@@ -13,7 +13,7 @@
 use super::policy;
 use crate::config::Config;
 use crate::domain::{Alert, AlertStatus};
-use crate::notify::outbox::{self, Outbox};
+use crate::notify::outbox::Outbox;
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::{RepoError, decode, encode};
@@ -108,14 +108,12 @@ impl Escalator {
                 subject: Subject::Alert { id: alert.id.clone() },
                 at: now,
             });
-            let mut writes = vec![outbox::write(&job), delete];
+            let mut writes = vec![self.outbox.write(&job), delete];
             writes.extend(schedule(&alert));
             match self.alerts.update(&read, &alert, writes).await {
                 Ok(()) => {
                     report.fired += 1;
-                    if let Err(e) = self.outbox.relay(&alert.id).await {
-                        tracing::warn!(alert_id = %alert.id, error = %e, "could not queue the escalation now; the outbox sweep will");
-                    }
+                    self.outbox.hand_over(&job).await;
                 }
                 Err(RepoError::Conflict { .. }) => report.deferred += 1,
                 Err(RepoError::Store(e)) if e.is_conflict() => report.deferred += 1,

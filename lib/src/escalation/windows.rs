@@ -6,7 +6,7 @@ use super::{policy, timers};
 use crate::config::Config;
 use crate::domain::AlertStatus;
 use crate::mattermost::{CreatePost, Mattermost, WebhookPost};
-use crate::notify::outbox::{self, Outbox};
+use crate::notify::outbox::Outbox;
 use crate::notify::routing::{EventFacts, destination};
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::RepoError;
@@ -175,6 +175,7 @@ impl Windows {
             let mut alert = read.value.clone();
             alert.release(policy::start(&self.config, &alert.source, now), now);
             let mut writes = Vec::new();
+            let mut released = None;
             if still_open {
                 // Its card, as a trigger's would have been (and its first escalation level).
                 let job = Job::Notify(NotifyJob {
@@ -183,13 +184,14 @@ impl Windows {
                     subject: Subject::Alert { id: alert.id.clone() },
                     at: now,
                 });
-                writes.push(outbox::write(&job));
+                writes.push(self.outbox.write(&job));
                 writes.extend(timers::schedule(&alert));
+                released = Some(job);
             }
             match self.alerts.update(&read, &alert, writes).await {
                 Ok(()) => {
-                    if still_open && let Err(e) = self.outbox.relay(alert_id).await {
-                        tracing::warn!(alert_id, error = %e, "could not queue the released alert now; the outbox sweep will");
+                    if let Some(job) = &released {
+                        self.outbox.hand_over(job).await;
                     }
                     return Ok(still_open);
                 }

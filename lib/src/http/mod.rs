@@ -79,7 +79,7 @@ pub const ROUTES: &[RouteInfo] = &[
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // A read of a key that never exists proves the store answers. Load balancers and monitors
     // give up after a second or two, so this does not wait longer than that.
-    let probe = crate::embedded::with_deadline(HEALTH_DEADLINE, state.store.get("health", "check")).await;
+    let probe = crate::embedded::with_deadline(HEALTH_DEADLINE, state.store.probe()).await;
     probe.map_err(|e| ApiError::unavailable("store_unavailable", "the store is not reachable", &e))?;
     Ok(Json(json!({
         "status": "ok",

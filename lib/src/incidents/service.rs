@@ -6,7 +6,7 @@
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Actor, Incident, IncidentError, IncidentId, NewIncident};
-use crate::notify::outbox::{self, Outbox};
+use crate::notify::outbox::Outbox;
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::incidents::IncidentRepo;
 use crate::repo::{RepoError, Versioned};
@@ -127,7 +127,7 @@ impl Incidents {
         };
         let incident = Incident::declare(new, d.declared_by, at);
         let job = job_for(&incident, "incident.started", at);
-        match self.repo.create(&incident, d.request_key.as_deref(), vec![outbox::write(&job)]).await {
+        match self.repo.create(&incident, d.request_key.as_deref(), vec![self.outbox.write(&job)]).await {
             Ok(()) => {}
             Err(RepoError::AlreadyExists { .. }) if d.request_key.is_some() => {
                 let key = d.request_key.as_deref().unwrap_or_default();
@@ -138,7 +138,7 @@ impl Incidents {
             }
             Err(e) => return Err(e.into()),
         }
-        self.relay(&incident).await;
+        self.outbox.hand_over(&job).await;
         Ok(Declared::New(incident))
     }
 
@@ -170,9 +170,9 @@ impl Incidents {
                 return Ok(Changed::Refused { incident: read.value, reason: refusal(&e) });
             }
             let job = job_for(&incident, event_of(&change), at);
-            match self.repo.update(&read, &incident, vec![outbox::write(&job)]).await {
+            match self.repo.update(&read, &incident, vec![self.outbox.write(&job)]).await {
                 Ok(()) => {
-                    self.relay(&incident).await;
+                    self.outbox.hand_over(&job).await;
                     return Ok(Changed::Done(incident));
                 }
                 Err(RepoError::Conflict { .. }) => {
@@ -188,14 +188,6 @@ impl Incidents {
             }
         }
         Err(IncidentsError::Busy { incident: read.value.id.to_string(), tries: backoff.attempts })
-    }
-
-    /// Queues the incident's jobs now; if that fails the outbox sweep does.
-    async fn relay(&self, incident: &Incident) {
-        let id = incident.id.to_string();
-        if let Err(e) = self.outbox.relay(&id).await {
-            tracing::warn!(incident_id = %id, error = %e, "could not queue notifications now; the outbox sweep will");
-        }
     }
 }
 

@@ -8,9 +8,10 @@ use super::{AlertEvent, EventKind};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Alert, AlertStatus, NewAlert, Urgency};
-use crate::notify::outbox::{self, Outbox};
+use crate::notify::outbox::Outbox;
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::alerts::AlertRepo;
+use crate::repo::counter::NumberBlocks;
 use crate::repo::{RepoError, Versioned, decode, encode};
 use crate::store::{Condition, Item, Store, Write};
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,18 @@ pub enum IntakeError {
     Contention(String),
 }
 
+/// What one attempt did: the answer, and the job its write carried (none when nothing changed).
+struct Applied {
+    result: IntakeResult,
+    job: Option<Job>,
+}
+
+impl Applied {
+    fn nothing(result: IntakeResult) -> Self {
+        Applied { result, job: None }
+    }
+}
+
 /// What [`Intake::change`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed {
@@ -108,6 +121,7 @@ pub struct Intake {
     outbox: Outbox,
     config: Arc<Config>,
     locks: Arc<KeyLocks>,
+    numbers: Arc<NumberBlocks>,
 }
 
 fn seen_pk(source: &str, key: &str) -> String {
@@ -125,8 +139,14 @@ fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str 
 }
 
 impl Intake {
-    pub fn new(store: Arc<dyn Store>, outbox: Outbox, config: Arc<Config>, locks: Arc<KeyLocks>) -> Self {
-        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config, locks }
+    pub fn new(
+        store: Arc<dyn Store>,
+        outbox: Outbox,
+        config: Arc<Config>,
+        locks: Arc<KeyLocks>,
+        numbers: Arc<NumberBlocks>,
+    ) -> Self {
+        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config, locks, numbers }
     }
 
     /// Applies one event. Work on one alert is serialised inside this process; a collision
@@ -143,13 +163,13 @@ impl Intake {
             let _serial = self.locks.lock(&lock_key).await;
             self.apply_with_retries(&event).await?
         };
-        if let Some(id) = &result.alert_id {
-            self.relay(id).await;
+        if let Some(job) = &result.job {
+            self.outbox.hand_over(job).await;
         }
-        Ok(result)
+        Ok(result.result)
     }
 
-    async fn apply_with_retries(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
+    async fn apply_with_retries(&self, event: &AlertEvent) -> Result<Applied, IntakeError> {
         let backoff = Backoff::CONTENDED_WRITE;
         // A number taken for a new alert is kept across retries, so collisions leave no gaps.
         let mut reserved_id = None;
@@ -158,7 +178,7 @@ impl Intake {
                 backoff.wait(attempt).await;
             }
             if let Some(previous) = self.seen(event).await? {
-                return Ok(IntakeResult { deduplicated: true, ..previous });
+                return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
             }
             match self.try_apply(event, &mut reserved_id).await {
                 Ok(result) => return Ok(result),
@@ -228,11 +248,11 @@ impl Intake {
                     subject: Subject::Alert { id: alert.id.clone() },
                     at,
                 });
-                let mut writes = vec![outbox::write(&job)];
+                let mut writes = vec![self.outbox.write(&job)];
                 writes.extend(crate::escalation::timers::schedule(&alert));
                 match self.alerts.update(&read, &alert, writes).await {
                     Ok(()) => {
-                        outcome = Some(alert);
+                        outcome = Some((alert, job));
                         break;
                     }
                     Err(RepoError::Conflict { .. }) => continue,
@@ -242,16 +262,8 @@ impl Intake {
             }
             outcome.ok_or_else(|| IntakeError::Contention(alert_id.to_string()))?
         };
-        self.relay(alert_id).await;
-        Ok(Changed::Done(Box::new(changed)))
-    }
-
-    /// Queues the alert's jobs now. If that fails they stay in the outbox for the sweep: the
-    /// alert is accepted either way.
-    async fn relay(&self, alert_id: &str) {
-        if let Err(e) = self.outbox.relay(alert_id).await {
-            tracing::warn!(alert_id, error = %e, "could not queue notifications now; the outbox sweep will");
-        }
+        self.outbox.hand_over(&changed.1).await;
+        Ok(Changed::Done(Box::new(changed.0)))
     }
 
     async fn seen(&self, event: &AlertEvent) -> Result<Option<IntakeResult>, RepoError> {
@@ -262,14 +274,14 @@ impl Intake {
         }
     }
 
-    async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<IntakeResult, RepoError> {
+    async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
         match event.kind {
             EventKind::Trigger => self.trigger(event, reserved_id).await,
             EventKind::Acknowledge | EventKind::Resolve => self.act(event).await,
         }
     }
 
-    async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<IntakeResult, RepoError> {
+    async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
         let open = self.alerts.find_open(&event.source, &event.dedup_key).await?;
         let window = self.config.source(&event.source).map(|s| s.grouping_window()).unwrap_or_default();
         if let Some(read) = open.alert {
@@ -282,9 +294,9 @@ impl Intake {
                         event.urgency_named && alert.raise_urgency(event.urgency, event.actor.clone(), event.at);
                     let mut result = IntakeResult::about(Outcome::Grouped, &alert, true);
                     result.raised_from = raised.then_some(before);
-                    let extra = self.extra_writes(event, &alert, &result);
+                    let (job, extra) = self.extra_writes(event, &alert, &result);
                     self.alerts.update(&read, &alert, extra).await?;
-                    return Ok(result);
+                    return Ok(Applied { result, job: Some(job) });
                 }
             }
         }
@@ -292,7 +304,7 @@ impl Intake {
         // takes over the key; an older alert that is still open stays open on its own.
         let id = match reserved_id {
             Some(id) => id.clone(),
-            None => reserved_id.insert(self.alerts.next_id().await?).clone(),
+            None => reserved_id.insert(self.alerts.next_id(&self.numbers).await?).clone(),
         };
         let new = NewAlert {
             id,
@@ -313,29 +325,29 @@ impl Intake {
             alert.start_escalation(e);
         }
         let result = IntakeResult::about(Outcome::Created, &alert, false);
-        let mut extra = self.extra_writes(event, &alert, &result);
+        let (job, mut extra) = self.extra_writes(event, &alert, &result);
         extra.extend(crate::escalation::timers::schedule(&alert));
         if let Some(w) = &window {
             extra.push(crate::repo::maintenance::MaintenanceRepo::hold(w, &alert.id, &alert.source));
         }
         self.alerts.create(&alert, open.index_version, extra).await?;
-        Ok(result)
+        Ok(Applied { result, job: Some(job) })
     }
 
-    async fn act(&self, event: &AlertEvent) -> Result<IntakeResult, RepoError> {
+    async fn act(&self, event: &AlertEvent) -> Result<Applied, RepoError> {
         let read: Versioned<Alert> = match &event.alert_id {
             Some(id) => match self.alerts.get(id).await? {
                 Some(a) => a,
                 None => {
-                    return Ok(IntakeResult {
+                    return Ok(Applied::nothing(IntakeResult {
                         alert_id: Some(id.clone()),
                         ..IntakeResult::nothing(Outcome::UnknownAlert)
-                    });
+                    }));
                 }
             },
             None => match self.alerts.find_open(&event.source, &event.dedup_key).await?.alert {
                 Some(a) => a,
-                None => return Ok(IntakeResult::nothing(Outcome::NoOpenAlert)),
+                None => return Ok(Applied::nothing(IntakeResult::nothing(Outcome::NoOpenAlert))),
             },
         };
         // An event without a source is a card button's, authorised by its signature.
@@ -344,7 +356,7 @@ impl Intake {
                 "source `{}` may not act on {} (raised by source `{}`); an admin can add it to `act_on` of source `{}` in klaxon.toml",
                 event.source, read.value.id, read.value.source, event.source
             );
-            return Ok(IntakeResult::about(Outcome::NotAllowed { reason }, &read.value, false));
+            return Ok(Applied::nothing(IntakeResult::about(Outcome::NotAllowed { reason }, &read.value, false)));
         }
         let mut alert = read.value.clone();
         let (applied, outcome) = match event.kind {
@@ -352,12 +364,13 @@ impl Intake {
             _ => (alert.resolve(event.actor.clone(), event.at), Outcome::Resolved),
         };
         if let Err(refused) = applied {
-            return Ok(IntakeResult::about(Outcome::Refused { reason: refused.to_string() }, &read.value, false));
+            let refused = Outcome::Refused { reason: refused.to_string() };
+            return Ok(Applied::nothing(IntakeResult::about(refused, &read.value, false)));
         }
         let result = IntakeResult::about(outcome, &alert, false);
-        let extra = self.extra_writes(event, &alert, &result);
+        let (job, extra) = self.extra_writes(event, &alert, &result);
         self.alerts.update(&read, &alert, extra).await?;
-        Ok(result)
+        Ok(Applied { result, job: Some(job) })
     }
 
     /// Whether a source may acknowledge or resolve alerts that `owner` raised: its own always,
@@ -366,20 +379,21 @@ impl Intake {
         self.config.source(actor).is_some_and(|s| s.may_act_on(owner))
     }
 
-    /// The job announcing this change, and the delivery's "seen" record.
-    fn extra_writes(&self, event: &AlertEvent, alert: &Alert, result: &IntakeResult) -> Vec<Write> {
+    /// The job announcing this change, and the writes that carry it and the delivery's "seen"
+    /// record.
+    fn extra_writes(&self, event: &AlertEvent, alert: &Alert, result: &IntakeResult) -> (Job, Vec<Write>) {
         let job = Job::Notify(NotifyJob {
             job_id: format!("{}#{:010}", alert.id, alert.revision),
             event: event_name(event.kind, &result.outcome, result.raised_from.is_some()).to_string(),
             subject: Subject::Alert { id: alert.id.clone() },
             at: event.at,
         });
-        let mut writes = vec![outbox::write(&job)];
+        let mut writes = vec![self.outbox.write(&job)];
         if let Some(d) = &event.delivery {
             let item = Item::new(seen_pk(&event.source, &d.key), "seen", encode(result))
                 .expiring_at(event.at.as_second() + d.ttl_secs);
             writes.push(Write::Put { item, condition: Condition::Absent });
         }
-        writes
+        (job, writes)
     }
 }

@@ -45,6 +45,13 @@ impl Job {
         }
     }
 
+    /// The alert or incident the job is about (its FIFO group).
+    pub fn subject_id(&self) -> &str {
+        match self {
+            Job::Notify(j) => j.subject.id(),
+        }
+    }
+
     /// When the change it announces happened.
     pub fn at(&self) -> Timestamp {
         match self {

@@ -1,10 +1,12 @@
-//! The outbox: notification jobs are written into the store in the same transaction as the
-//! change they announce, then relayed to the FIFO queue. DynamoDB and SQS cannot share a
-//! transaction; this way an accepted alert always has its jobs, even if SQS is down when it
-//! comes in. A relay right after the write sends them at once; the periodic sweep sends whatever
-//! a relay could not.
+//! The outbox: how a change's notification jobs reach the queue without ever being lost.
 //!
-//! Items: pk `outbox`, sk = job id (`ALR-12#0000000003`, the alert id and its revision), so one subject's jobs sort in order.
+//! * **Embedded store.** The queue lives in the same SQLite file, so a job is queued inside the
+//!   very transaction of the change it announces ([`crate::store::Write::Enqueue`]): both
+//!   commit, or neither. Nothing is relayed.
+//! * **DynamoDB and SQS** cannot share a transaction. The job is written into the store with
+//!   the change (pk `outbox`, sk = job id `ALR-12#0000000003`, so one subject's jobs sort in
+//!   order), then handed to SQS right after the commit. If SQS is down, the job waits in the
+//!   outbox and the periodic sweep sends it. An accepted alert always has its jobs.
 
 use super::job::Job;
 use crate::queue::{Queue, QueueError};
@@ -35,8 +37,8 @@ pub enum RelayError {
     Repo(#[from] RepoError),
 }
 
-/// The write that puts `job` into the outbox; add it to the transaction of the change.
-pub fn write(job: &Job) -> Write {
+/// The write that puts `job` into the outbox (the store's half of the DynamoDB path).
+pub fn item_write(job: &Job) -> Write {
     Write::Put { item: Item::new(PK, job.id(), encode(job)), condition: Condition::Absent }
 }
 
@@ -44,11 +46,37 @@ pub fn write(job: &Job) -> Write {
 pub struct Outbox {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
+    /// The store's transactions can queue messages to `queue` themselves.
+    direct: bool,
 }
 
 impl Outbox {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> Self {
-        Outbox { store, queue }
+        let probe = crate::queue::OutgoingMessage::standard("probe");
+        let direct = store.enqueues() && queue.in_transaction(&probe).is_some();
+        Outbox { store, queue, direct }
+    }
+
+    /// The write that carries `job` in the transaction of the change it announces.
+    pub fn write(&self, job: &Job) -> Write {
+        let message = job.to_message();
+        match self.direct.then(|| self.queue.in_transaction(&message)).flatten() {
+            Some(queued) => queued,
+            None => item_write(job),
+        }
+    }
+
+    /// After the change carrying `job` committed: makes sure its subject's jobs are queued. The
+    /// embedded store queued it already. Otherwise they are sent now; when that fails they stay
+    /// in the outbox for the sweep (logged), and the change stands either way.
+    pub async fn hand_over(&self, job: &Job) {
+        if self.direct {
+            return;
+        }
+        let subject = job.subject_id();
+        if let Err(e) = self.relay(subject).await {
+            tracing::warn!(subject, error = %e, "could not queue notifications now; the outbox sweep will");
+        }
     }
 
     /// Queues every pending job of one subject, oldest first, and removes each once queued.

@@ -111,6 +111,13 @@ pub trait Queue: Send + Sync {
 
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError>;
 
+    /// The store write that queues `message` inside a store transaction, when this queue lives
+    /// in the store's own database (the embedded queue): then a change and its jobs commit
+    /// together and need no outbox. `None` for SQS, which cannot share a transaction.
+    fn in_transaction(&self, _message: &OutgoingMessage) -> Option<crate::store::Write> {
+        None
+    }
+
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>, QueueError>;
 
     /// Deletes a received message. A receipt that no longer matches (the message was already

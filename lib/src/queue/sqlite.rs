@@ -7,11 +7,10 @@ use super::{
 };
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -35,7 +34,47 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
 ) WITHOUT ROWID;
 -- Every send purges expired deduplication ids; without this it scans them all.
 CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at);
+-- The dead-letter move looks only at messages received many times, not the whole backlog.
+CREATE INDEX IF NOT EXISTS queue_messages_receives ON queue_messages (queue, receive_count);
 ";
+
+/// Creates the queue tables (idempotent): the store needs them too, since its transactions
+/// may queue messages.
+pub(crate) fn create_tables(db: &Db) -> Result<(), DbError> {
+    db.execute_batch(SCHEMA)
+}
+
+/// Queues `message` inside `tx`, as SQS would: a FIFO message whose deduplication id was seen
+/// within the window is accepted and dropped (returns false).
+pub(crate) fn insert_message(
+    tx: &Transaction<'_>,
+    queue: &str,
+    message: &OutgoingMessage,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    if let Some(dedup) = &message.dedup_id {
+        tx.prepare_cached("DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2")?
+            .execute(params![queue, now])?;
+        let inserted = tx
+            .prepare_cached("INSERT OR IGNORE INTO queue_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![queue, dedup, now + ms(DEDUP_WINDOW)])?;
+        if inserted == 0 {
+            // Accepted and dropped, exactly as SQS does within the window.
+            return Ok(false);
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        queue,
+        uuid::Uuid::new_v4().to_string(),
+        message.body,
+        message.group_id,
+        now + ms(message.delay)
+    ])?;
+    Ok(true)
+}
 
 /// How often a waiting receive looks again when nothing in this process has sent.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -53,7 +92,6 @@ pub struct SqliteQueue {
     name: String,
     kind: QueueKind,
     redrive: Option<Redrive>,
-    sent: Arc<Notify>,
 }
 
 impl From<DbError> for QueueError {
@@ -79,7 +117,7 @@ impl SqliteQueue {
         redrive: Option<Redrive>,
     ) -> Result<Self, QueueError> {
         db.execute_batch(SCHEMA)?;
-        Ok(SqliteQueue { db, name: name.into(), kind, redrive, sent: Arc::new(Notify::new()) })
+        Ok(SqliteQueue { db, name: name.into(), kind, redrive })
     }
 
     pub fn name(&self) -> &str {
@@ -91,7 +129,7 @@ impl SqliteQueue {
         let name = self.name.clone();
         let n = self
             .db
-            .run(move |tx| {
+            .read(move |tx| {
                 tx.query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", params![name], |r| {
                     r.get::<_, i64>(0)
                 })
@@ -174,42 +212,16 @@ impl Queue for SqliteQueue {
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
         validate_send(self.kind, &message)?;
         let name = self.name.clone();
-        self.db
-            .run(move |tx| {
-                let now = now_ms();
-                if let Some(dedup) = &message.dedup_id {
-                    tx.execute("DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2", params![name, now])?;
-                    let seen = tx
-                        .query_row(
-                            "SELECT 1 FROM queue_dedup WHERE queue = ?1 AND dedup_id = ?2",
-                            params![name, dedup],
-                            |_| Ok(()),
-                        )
-                        .optional()?;
-                    if seen.is_some() {
-                        // Accepted and dropped, exactly as SQS does within the window.
-                        return Ok(());
-                    }
-                    tx.execute(
-                        "INSERT INTO queue_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)",
-                        params![name, dedup, now + ms(DEDUP_WINDOW)],
-                    )?;
-                }
-                tx.execute(
-                    "INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        name,
-                        uuid::Uuid::new_v4().to_string(),
-                        message.body,
-                        message.group_id,
-                        now + ms(message.delay)
-                    ],
-                )?;
-                Ok(())
-            })
-            .await?;
-        self.sent.notify_waiters();
+        let now = now_ms();
+        let queued = self.db.run(move |tx| insert_message(tx, &name, &message, now)).await?;
+        if queued {
+            self.db.wake_receivers();
+        }
         Ok(())
+    }
+
+    fn in_transaction(&self, message: &OutgoingMessage) -> Option<crate::store::Write> {
+        Some(crate::store::Write::Enqueue { queue: self.name.clone(), message: message.clone() })
     }
 
     async fn receive(&self, options: ReceiveOptions) -> Result<Vec<ReceivedMessage>, QueueError> {
@@ -224,7 +236,7 @@ impl Queue for SqliteQueue {
             }
             let nap = POLL_INTERVAL.min(deadline - now);
             tokio::select! {
-                _ = self.sent.notified() => {}
+                _ = self.db.queued().notified() => {}
                 _ = tokio::time::sleep(nap) => {}
             }
         }
@@ -265,7 +277,6 @@ impl Queue for SqliteQueue {
                 name: r.dead_letter_queue.clone(),
                 kind: self.kind,
                 redrive: None,
-                sent: Arc::new(Notify::new()),
             }) as Arc<dyn Queue>
         }))
     }

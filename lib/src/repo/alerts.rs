@@ -23,9 +23,9 @@ impl AlertRepo {
         AlertRepo { store }
     }
 
-    /// A fresh id such as `ALR-12`.
-    pub async fn next_id(&self) -> Result<String, RepoError> {
-        Ok(format!("ALR-{}", counter::next(self.store.as_ref(), "alert").await?))
+    /// A fresh id such as `ALR-12`, from this process's block of numbers.
+    pub async fn next_id(&self, numbers: &counter::NumberBlocks) -> Result<String, RepoError> {
+        Ok(format!("ALR-{}", numbers.next(self.store.as_ref()).await?))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<Alert>>, RepoError> {

@@ -4,7 +4,10 @@
 //! Expired items are hidden here, not left to DynamoDB: TTL deletion may run up to 48 hours
 //! late, so every read filters and every condition treats an expired item as absent.
 
-use super::{Condition, Found, Item, Store, StoreError, Write, check_item, check_key, now_unix, validate_transaction};
+use super::{
+    Condition, Found, Item, Store, StoreError, Write, check_batch_get, check_item, check_key, now_unix,
+    validate_transaction,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
@@ -14,8 +17,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CancellationReason, ConditionCheck, Delete, KeySchemaElement,
-    KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem,
+    KeyType, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use std::collections::HashMap;
 
@@ -325,6 +328,11 @@ impl Store for DynamoStore {
                     let expr = condition_expr(*condition, now).unwrap_or_else(always_true);
                     TransactWriteItem::builder().condition_check(with_expr!(b, Some(expr)).build().map_err(backend)?)
                 }
+                Write::Enqueue { queue, .. } => {
+                    return Err(StoreError::InvalidTransaction(format!(
+                        "DynamoDB cannot queue a message to {queue} inside a transaction; write the job to the outbox instead"
+                    )));
+                }
             };
             items.push(twi.build());
         }
@@ -343,7 +351,54 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
+        check_batch_get(keys)?;
+        let now = now_unix();
+        let mut found: HashMap<(String, String), Item> = HashMap::new();
+        let mut wanted: Vec<Attrs> = Vec::new();
+        for (pk, sk) in keys {
+            let key = Self::key(pk, sk);
+            if !wanted.contains(&key) {
+                wanted.push(key);
+            }
+        }
+        // DynamoDB may answer part of a batch and return the rest as unprocessed keys (under
+        // throttling); those are asked again, a bounded number of times.
+        for attempt in 0..crate::backoff::Backoff::CONTENDED_WRITE.attempts {
+            if wanted.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                crate::backoff::Backoff::CONTENDED_WRITE.wait(attempt).await;
+            }
+            let ask = KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut wanted))).consistent_read(true);
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, ask.build().map_err(backend)?)
+                .send()
+                .await
+                .map_err(backend)?;
+            for attrs in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let item = from_attrs(attrs)?;
+                if !item.is_expired(now) {
+                    found.insert((item.pk.clone(), item.sk.clone()), item);
+                }
+            }
+            if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                wanted = rest.keys().to_vec();
+            }
+        }
+        if !wanted.is_empty() {
+            return Err(StoreError::Backend {
+                backend: "DynamoDB",
+                message: format!("{} keys stayed unprocessed after every retry (throttled)", wanted.len()),
+            });
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
         check_key(pk, sk)?;
         let out = self
             .client
@@ -354,7 +409,7 @@ impl Store for DynamoStore {
             .expression_attribute_names("#d", DATA)
             .expression_attribute_names("#v", VERSION)
             .expression_attribute_values(":empty", AttributeValue::S(String::new()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":one", AttributeValue::N(by.max(1).to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;

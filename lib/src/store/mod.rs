@@ -14,6 +14,7 @@
 pub mod dynamodb;
 pub mod sqlite;
 
+use crate::queue::QueueKind;
 use async_trait::async_trait;
 
 /// One stored record. `data` is opaque to the store (the repositories put JSON in it).
@@ -75,6 +76,15 @@ pub enum Write {
         sk: String,
         condition: Condition,
     },
+    /// Hands `message` to the queue called `queue` as part of the transaction: it is queued if
+    /// and only if the transaction commits. Only a store that shares its file with its queues
+    /// (the embedded one, see [`Store::enqueues`]) can do this; DynamoDB cannot share a
+    /// transaction with SQS, so there the outbox carries jobs instead. A FIFO message's
+    /// deduplication id is its key in the transaction.
+    Enqueue {
+        queue: String,
+        message: crate::queue::OutgoingMessage,
+    },
 }
 
 impl Write {
@@ -82,12 +92,15 @@ impl Write {
         match self {
             Write::Put { item, .. } => (&item.pk, &item.sk),
             Write::Delete { pk, sk, .. } | Write::Check { pk, sk, .. } => (pk, sk),
+            Write::Enqueue { queue, message } => (queue, message.dedup_id.as_deref().unwrap_or_default()),
         }
     }
 }
 
 /// DynamoDB's limits, enforced by both adapters so that code tested locally does not fail on AWS.
 pub const MAX_TRANSACTION_WRITES: usize = 100;
+/// Keys in one [`Store::get_many`] (DynamoDB's `BatchGetItem` limit).
+pub const MAX_BATCH_GET: usize = 100;
 /// Bytes of UTF-8 in a partition key.
 pub const MAX_PK_BYTES: usize = 2048;
 /// Bytes of UTF-8 in a sort key.
@@ -161,6 +174,27 @@ pub trait Store: Send + Sync {
     /// The live item under the key, if any.
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError>;
 
+    /// The live items under several keys, in the order asked, in one round trip where the
+    /// backend allows (DynamoDB `BatchGetItem`, strongly consistent; one SQLite read). At most
+    /// [`MAX_BATCH_GET`] keys.
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (pk, sk) in keys {
+            out.push(self.get(pk, sk).await?);
+        }
+        Ok(out)
+    }
+
+    /// Whether [`Write::Enqueue`] works in this store's transactions.
+    fn enqueues(&self) -> bool {
+        false
+    }
+
+    /// Checks that the store can take a write now (for `/healthz`), writing nothing.
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.get("health", "check").await.map(|_| ())
+    }
+
     /// Writes `item` as it is (its `version` included) if `condition` holds.
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError>;
 
@@ -189,7 +223,13 @@ pub trait Store: Send + Sync {
     /// Adds one to the version of the item under the key, creating it at version 1 with empty
     /// data, and returns the new version: an atomic counter, one round trip, no retries. The
     /// item never expires.
-    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError>;
+    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+        self.increment_by(pk, sk, 1).await
+    }
+
+    /// Adds `by` (at least 1) to the counter and returns the new version: the caller owns the
+    /// `by` numbers ending there (a block of numbers in one round trip).
+    async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError>;
 
     /// Deletes up to `max` items that have expired, returning how many went. The embedded store
     /// needs this so that its file does not grow without bound; DynamoDB's TTL does it on AWS,
@@ -238,10 +278,26 @@ pub(crate) fn check_item(item: &Item) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks the keys of a [`Store::get_many`].
+pub(crate) fn check_batch_get(keys: &[(String, String)]) -> Result<(), StoreError> {
+    if keys.len() > MAX_BATCH_GET {
+        return Err(StoreError::InvalidTransaction(format!(
+            "a batch read of {} keys is over the limit of {MAX_BATCH_GET}; split it",
+            keys.len()
+        )));
+    }
+    keys.iter().try_for_each(|(pk, sk)| check_key(pk, sk))
+}
+
 /// Checks one write's keys and size.
 pub(crate) fn check_write(write: &Write) -> Result<(), StoreError> {
     match write {
         Write::Put { item, .. } => check_item(item),
+        Write::Enqueue { message, .. } => {
+            let kind = if message.group_id.is_some() { QueueKind::Fifo } else { QueueKind::Standard };
+            crate::queue::validate_send(kind, message)
+                .map_err(|e| StoreError::InvalidTransaction(format!("a queued message is refused: {e}")))
+        }
         other => {
             let (pk, sk) = other.key();
             check_key(pk, sk)

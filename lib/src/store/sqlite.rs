@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file, the same semantics as the DynamoDB adapter.
 
 use super::{
-    Condition, Item, Store, StoreError, Write, check_key, check_write, condition_holds, found, now_unix,
-    validate_transaction,
+    Condition, Item, Store, StoreError, Write, check_batch_get, check_key, check_write, condition_holds, found,
+    now_unix, validate_transaction,
 };
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
@@ -35,6 +35,9 @@ impl From<DbError> for StoreError {
 impl SqliteStore {
     pub fn new(db: Db) -> Result<Self, StoreError> {
         db.execute_batch(SCHEMA)?;
+        // Transactions may queue messages (`Write::Enqueue`), so the queue's tables exist too.
+        crate::queue::sqlite::create_tables(&db)
+            .map_err(|e| StoreError::Backend { backend: "SQLite store", message: e.to_string() })?;
         Ok(SqliteStore { db })
     }
 }
@@ -70,10 +73,15 @@ fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
 /// Applies one write inside `tx`. The outer error is SQLite failing; the inner one is the write's
 /// condition not holding (nothing was written).
 fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    if let Write::Enqueue { queue, message } = write {
+        crate::queue::sqlite::insert_message(tx, queue, message, jiff::Timestamp::now().as_millisecond())?;
+        return Ok(Ok(()));
+    }
     let (pk, sk) = write.key();
     let live = live_item(tx, pk, sk, now)?;
     let condition = match write {
         Write::Put { condition, .. } | Write::Delete { condition, .. } | Write::Check { condition, .. } => *condition,
+        Write::Enqueue { .. } => Condition::None,
     };
     if !condition_holds(condition, live.as_ref()) {
         return Ok(Err(StoreError::ConditionFailed {
@@ -85,6 +93,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
     }
     match write {
         Write::Put { item, .. } => write_item(tx, item)?,
+        Write::Enqueue { .. } => unreachable!("queued messages are handled before conditions"),
         Write::Delete { pk, sk, .. } => {
             tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
         }
@@ -98,7 +107,22 @@ impl Store for SqliteStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         check_key(pk, sk)?;
         let (pk, sk, now) = (pk.to_string(), sk.to_string(), now_unix());
-        Ok(self.db.run(move |tx| live_item(tx, &pk, &sk, now)).await?)
+        Ok(self.db.read(move |tx| live_item(tx, &pk, &sk, now)).await?)
+    }
+
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
+        check_batch_get(keys)?;
+        let (keys, now) = (keys.to_vec(), now_unix());
+        Ok(self.db.read(move |tx| keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect()).await?)
+    }
+
+    fn enqueues(&self) -> bool {
+        true
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        // Through the writer: a locked file must show here even though reads still work.
+        Ok(self.db.run(|_| Ok(())).await?)
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
@@ -128,7 +152,7 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let items = self
             .db
-            .run(move |tx| {
+            .read(move |tx| {
                 // substr() compares bytes of the UTF-8 text with the BINARY collation, which
                 // orders exactly as DynamoDB orders string sort keys.
                 let mut stmt = tx.prepare_cached(
@@ -148,8 +172,10 @@ impl Store for SqliteStore {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes)?;
         let now = now_unix();
-        // `Db::run_or_rollback` commits only when the closure returns Ok(Ok(..)).
-        self.db
+        let queues = writes.iter().any(|w| matches!(w, Write::Enqueue { .. }));
+        // `Db::run_or_rollback` keeps the writes only when the closure returns Ok(Ok(..)).
+        let outcome = self
+            .db
             .run_or_rollback(move |tx| {
                 for (index, write) in writes.iter().enumerate() {
                     if let Err(e) = apply(tx, write, now)? {
@@ -160,20 +186,24 @@ impl Store for SqliteStore {
                 }
                 Ok(Ok(()))
             })
-            .await?
+            .await?;
+        if queues && outcome.is_ok() {
+            self.db.wake_receivers();
+        }
+        outcome
     }
 
-    async fn increment(&self, pk: &str, sk: &str) -> Result<u64, StoreError> {
+    async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
         check_key(pk, sk)?;
-        let (pk, sk) = (pk.to_string(), sk.to_string());
+        let (pk, sk, by) = (pk.to_string(), sk.to_string(), by.max(1) as i64);
         let n = self
             .db
             .run(move |tx| {
                 tx.query_row(
-                    "INSERT INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, 1, '', NULL)
-                     ON CONFLICT (pk, sk) DO UPDATE SET version = version + 1
+                    "INSERT INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, '', NULL)
+                     ON CONFLICT (pk, sk) DO UPDATE SET version = version + ?3
                      RETURNING version",
-                    params![pk, sk],
+                    params![pk, sk, by],
                     |row| row.get::<_, i64>(0),
                 )
             })
