@@ -141,17 +141,27 @@ impl Db {
 
     /// Runs set-up SQL (schemas) on the writer and waits for it.
     pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
-        let (done, result) = mpsc::channel();
         let sql = sql.to_string();
-        let work = Box::new(move |step: Step<'_>| {
+        self.setup(move |tx| tx.execute_batch(&sql))
+    }
+
+    /// Runs set-up work (schemas, upgrades) on the writer in its own transaction, and waits for
+    /// it (it blocks: call it while opening, not from a busy async task).
+    pub fn setup<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (done, result) = mpsc::channel();
+        let work = Box::new(move |step: Step<'_>| -> Result<Option<Reply>, Reply> {
             let outcome = match step {
                 Step::Refuse(e) => Err(e),
-                Step::Run(tx) => tx.execute_batch(&sql).map_err(DbError::from),
+                Step::Run(tx) => in_savepoint(tx, f),
             };
             let reply: Reply = Box::new(move |failed: Option<&str>| {
-                let _ = done.send(match failed {
-                    Some(e) if outcome.is_ok() => Err(DbError::Commit(e.to_string())),
-                    _ => outcome,
+                let _ = done.send(match (outcome, failed) {
+                    (Ok(_), Some(e)) => Err(DbError::Commit(e.to_string())),
+                    (outcome, _) => outcome,
                 });
             });
             Ok(Some(reply))
@@ -223,11 +233,19 @@ impl Db {
 
     /// Runs `f` on a reader connection, in one read transaction (a consistent snapshot of
     /// everything committed when it starts).
+    ///
+    /// A read takes microseconds, far less than handing it to another thread, so it runs right
+    /// here; only if the file is locked (another process in the middle of a checkpoint, say) is
+    /// it run again on the blocking pool, where it may wait for the lock.
     pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: Fn(&Transaction<'_>) -> rusqlite::Result<T> + Send + Sync + 'static,
     {
+        match self.read_now(&f, Duration::ZERO) {
+            Err(DbError::Sqlite(e)) if is_busy(&e) => {}
+            done => return done,
+        }
         let deadline = DEADLINE.try_with(|d| *d).ok();
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -238,26 +256,30 @@ impl Db {
                     _ => return Err(DbError::Deadline { path: this.path.clone() }),
                 },
             };
-            let pooled = this.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => open_connection(&this.path)?,
-            };
-            conn.busy_timeout(busy)?;
-            let out = {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-                let out = f(&tx);
-                tx.finish()?;
-                out?
-            };
-            let mut idle = this.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < IDLE_READERS {
-                idle.push(conn);
-            }
-            Ok(out)
+            this.read_now(&f, busy)
         })
         .await
         .map_err(|e| DbError::Worker(e.to_string()))?
+    }
+
+    fn read_now<T>(&self, f: &dyn Fn(&Transaction<'_>) -> rusqlite::Result<T>, busy: Duration) -> Result<T, DbError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        conn.busy_timeout(busy)?;
+        let out = {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx);
+            tx.finish()?;
+            out?
+        };
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        Ok(out)
     }
 }
 
@@ -269,6 +291,25 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(open_err)?;
     conn.busy_timeout(BACKGROUND_BUSY_TIMEOUT).map_err(open_err)?;
     Ok(conn)
+}
+
+/// Runs `f` in a savepoint that is rolled back if it fails.
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> Result<T, DbError> {
+    savepoint(tx, "SAVEPOINT setup")?;
+    match f(tx) {
+        Ok(v) => {
+            savepoint(tx, "RELEASE setup")?;
+            Ok(v)
+        }
+        Err(e) => {
+            savepoint(tx, "ROLLBACK TO setup")?;
+            savepoint(tx, "RELEASE setup")?;
+            Err(e.into())
+        }
+    }
 }
 
 fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {

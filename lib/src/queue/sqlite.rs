@@ -12,20 +12,24 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+// Every index here is paid for on each of a storm's messages, so there are few: messages are
+// found by `seq` (the message id and the receipt carry it), a FIFO queue is walked in `seq`
+// order, and only standard-queue messages (timers, which may be delayed) are indexed by when
+// they become visible.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
-    message_id TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
     body TEXT NOT NULL,
     group_id TEXT,
     visible_at INTEGER NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT UNIQUE
+    receipt TEXT
 );
-CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (queue, visible_at);
--- Receives walk a FIFO queue in send order and stop after a batch.
+DROP INDEX IF EXISTS queue_messages_ready;
 CREATE INDEX IF NOT EXISTS queue_messages_order ON queue_messages (queue, seq);
+CREATE INDEX IF NOT EXISTS queue_messages_timers ON queue_messages (queue, visible_at, seq) WHERE group_id IS NULL;
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue TEXT NOT NULL,
     dedup_id TEXT NOT NULL,
@@ -34,25 +38,70 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
 ) WITHOUT ROWID;
 -- Every send purges expired deduplication ids; without this it scans them all.
 CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at);
--- The dead-letter move looks only at messages received many times, not the whole backlog.
-CREATE INDEX IF NOT EXISTS queue_messages_receives ON queue_messages (queue, receive_count);
 ";
 
-/// Creates the queue tables (idempotent): the store needs them too, since its transactions
-/// may queue messages.
+/// Most rows one FIFO receive walks past (messages of groups that are busy) before it answers
+/// with what it found: a bound on a receive's cost, whatever the backlog.
+const MAX_WALK: usize = 5_000;
+
+/// Databases written before version 0.10 declared `message_id` and `receipt` UNIQUE (two
+/// indexes every message paid for); this rebuilds the table without them, keeping every
+/// message and the sequence. It runs once: afterwards the table's SQL has no UNIQUE.
+const UPGRADE: &str = "
+CREATE TABLE queue_messages_upgraded (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    group_id TEXT,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+);
+INSERT INTO queue_messages_upgraded SELECT seq, queue, message_id, body, group_id, visible_at, receive_count, receipt
+    FROM queue_messages;
+UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'queue_messages')
+    WHERE name = 'queue_messages_upgraded';
+DROP TABLE queue_messages;
+ALTER TABLE queue_messages_upgraded RENAME TO queue_messages;
+";
+
+/// Creates the queue tables (idempotent), upgrading an older layout: the store needs them too,
+/// since its transactions may queue messages.
 pub(crate) fn create_tables(db: &Db) -> Result<(), DbError> {
-    db.execute_batch(SCHEMA)
+    db.setup(|tx| {
+        let old: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM sqlite_master
+             WHERE type = 'table' AND name = 'queue_messages' AND sql LIKE '%message_id TEXT NOT NULL UNIQUE%'",
+            [],
+            |r| r.get(0),
+        )?;
+        if old > 0 {
+            tx.execute_batch(UPGRADE)?;
+        }
+        tx.execute_batch(SCHEMA)
+    })
 }
 
-/// Queues `message` inside `tx`, as SQS would: a FIFO message whose deduplication id was seen
-/// within the window is accepted and dropped (returns false).
+/// How [`insert_message`] treats a FIFO message's deduplication id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dedup {
+    /// As SQS: a message whose id was seen within the window is accepted and dropped.
+    Window,
+    /// Not recorded: the message is queued by the transaction of the change it announces, and
+    /// that transaction's conditions already make it happen once.
+    InTransaction,
+}
+
+/// Queues `message` inside `tx`; returns false when deduplication dropped it.
 pub(crate) fn insert_message(
     tx: &Transaction<'_>,
     queue: &str,
     message: &OutgoingMessage,
     now: i64,
+    dedup: Dedup,
 ) -> rusqlite::Result<bool> {
-    if let Some(dedup) = &message.dedup_id {
+    if let Some(dedup) = message.dedup_id.as_ref().filter(|_| dedup == Dedup::Window) {
         tx.prepare_cached("DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2")?
             .execute(params![queue, now])?;
         let inserted = tx
@@ -63,17 +112,27 @@ pub(crate) fn insert_message(
             return Ok(false);
         }
     }
+    // The message id is derived from the row's seq when it is received (unique, never reused
+    // thanks to AUTOINCREMENT); the column is kept for databases written by older versions.
     tx.prepare_cached(
-        "INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at) VALUES (?1, '', ?2, ?3, ?4)",
     )?
-    .execute(params![
-        queue,
-        uuid::Uuid::new_v4().to_string(),
-        message.body,
-        message.group_id,
-        now + ms(message.delay)
-    ])?;
+    .execute(params![queue, message.body, message.group_id, now + ms(message.delay)])?;
     Ok(true)
+}
+
+fn message_id(seq: i64) -> String {
+    format!("m{seq}")
+}
+
+/// A receipt names its message's row and this receive: `<seq>.<random>`.
+fn receipt_for(seq: i64) -> String {
+    format!("{seq}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The row a receipt names (`None` for one this queue never issued).
+fn seq_of(receipt: &str) -> Option<i64> {
+    receipt.split_once('.').and_then(|(seq, _)| seq.parse().ok())
 }
 
 /// How often a waiting receive looks again when nothing in this process has sent.
@@ -116,7 +175,7 @@ impl SqliteQueue {
         kind: QueueKind,
         redrive: Option<Redrive>,
     ) -> Result<Self, QueueError> {
-        db.execute_batch(SCHEMA)?;
+        create_tables(&db)?;
         Ok(SqliteQueue { db, name: name.into(), kind, redrive })
     }
 
@@ -140,60 +199,78 @@ impl SqliteQueue {
 
     fn try_receive(&self, tx: &Transaction<'_>, options: &ReceiveOptions) -> rusqlite::Result<Vec<ReceivedMessage>> {
         let now = now_ms();
+        let mut picked: Vec<(i64, String, Option<String>, i64)> = Vec::new();
+        let mut dead: Vec<i64> = Vec::new();
+        {
+            // Both walk an index in delivery order and stop after a batch: no sort, whatever
+            // the backlog.
+            let mut stmt = tx.prepare_cached(match self.kind {
+                QueueKind::Fifo => {
+                    "SELECT seq, body, group_id, receive_count, visible_at
+                     FROM queue_messages INDEXED BY queue_messages_order
+                     WHERE queue = ?1 ORDER BY seq"
+                }
+                QueueKind::Standard => {
+                    "SELECT seq, body, group_id, receive_count, visible_at
+                     FROM queue_messages INDEXED BY queue_messages_timers
+                     WHERE queue = ?1 AND group_id IS NULL AND visible_at <= ?2 ORDER BY visible_at, seq"
+                }
+            })?;
+            let mut rows = match self.kind {
+                QueueKind::Fifo => stmt.query(params![self.name])?,
+                QueueKind::Standard => stmt.query(params![self.name, now])?,
+            };
+            // A FIFO group whose earliest message is in flight delivers nothing else until it
+            // is deleted or visible again; the walk meets that message before the group's later
+            // ones, because it goes in send order.
+            let mut busy: HashSet<String> = HashSet::new();
+            let mut walked = 0;
+            while let Some(row) = rows.next()? {
+                walked += 1;
+                let (seq, group, count, visible_at): (i64, Option<String>, i64, i64) =
+                    (row.get(0)?, row.get(2)?, row.get(3)?, row.get(4)?);
+                let group_busy = group.as_ref().is_some_and(|g| busy.contains(g));
+                if visible_at > now || group_busy {
+                    if let Some(g) = group {
+                        busy.insert(g);
+                    }
+                } else if self.redrive.as_ref().is_some_and(|r| count >= i64::from(r.max_receives)) {
+                    // SQS moves a message when a receive would deliver it for the (max+1)-th time.
+                    dead.push(seq);
+                } else {
+                    picked.push((seq, row.get(1)?, group, count));
+                    if picked.len() >= options.max {
+                        break;
+                    }
+                }
+                if walked >= MAX_WALK {
+                    break;
+                }
+            }
+        }
         if let Some(r) = &self.redrive {
-            // SQS moves a message when a receive would deliver it for the (max+1)-th time.
-            tx.execute(
-                "UPDATE queue_messages SET queue = ?1, receive_count = 0, receipt = NULL
-                 WHERE queue = ?2 AND visible_at <= ?3 AND receive_count >= ?4",
-                params![r.dead_letter_queue, self.name, now, r.max_receives],
+            let mut moved = tx.prepare_cached(
+                "UPDATE queue_messages SET queue = ?1, receive_count = 0, receipt = NULL WHERE seq = ?2",
             )?;
-        }
-        let blocked: HashSet<String> = if self.kind == QueueKind::Fifo {
-            let mut stmt = tx.prepare_cached(
-                "SELECT DISTINCT group_id FROM queue_messages
-                 WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2",
-            )?;
-            let rows = stmt.query_map(params![self.name, now], |r| r.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        } else {
-            HashSet::new()
-        };
-        let order = match self.kind {
-            QueueKind::Fifo => "seq",
-            QueueKind::Standard => "visible_at, seq",
-        };
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT seq, message_id, body, group_id, receive_count FROM queue_messages
-             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY {order}"
-        ))?;
-        let mut rows = stmt.query(params![self.name, now])?;
-        let mut picked = Vec::new();
-        while let Some(row) = rows.next()? {
-            let group: Option<String> = row.get(3)?;
-            if group.as_ref().is_some_and(|g| blocked.contains(g)) {
-                continue;
-            }
-            picked.push((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                group,
-                row.get::<_, i64>(4)?,
-            ));
-            if picked.len() >= options.max {
-                break;
+            for seq in dead {
+                moved.execute(params![r.dead_letter_queue, seq])?;
             }
         }
-        drop(rows);
         let visible_at = now.saturating_add(ms(options.visibility));
         let mut out = Vec::with_capacity(picked.len());
-        for (seq, message_id, body, group_id, count) in picked {
-            let receipt = uuid::Uuid::new_v4().to_string();
-            tx.execute(
-                "UPDATE queue_messages SET receipt = ?1, visible_at = ?2, receive_count = receive_count + 1 WHERE seq = ?3",
-                params![receipt, visible_at, seq],
-            )?;
-            out.push(ReceivedMessage { message_id, receipt, body, group_id, receive_count: count as u32 + 1 });
+        let mut mark = tx.prepare_cached(
+            "UPDATE queue_messages SET receipt = ?1, visible_at = ?2, receive_count = receive_count + 1 WHERE seq = ?3",
+        )?;
+        for (seq, body, group_id, count) in picked {
+            let receipt = receipt_for(seq);
+            mark.execute(params![receipt, visible_at, seq])?;
+            out.push(ReceivedMessage {
+                message_id: message_id(seq),
+                receipt,
+                body,
+                group_id,
+                receive_count: count as u32 + 1,
+            });
         }
         Ok(out)
     }
@@ -213,7 +290,7 @@ impl Queue for SqliteQueue {
         validate_send(self.kind, &message)?;
         let name = self.name.clone();
         let now = now_ms();
-        let queued = self.db.run(move |tx| insert_message(tx, &name, &message, now)).await?;
+        let queued = self.db.run(move |tx| insert_message(tx, &name, &message, now, Dedup::Window)).await?;
         if queued {
             self.db.wake_receivers();
         }
@@ -243,25 +320,21 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        let (name, receipt) = (self.name.clone(), receipt.to_string());
-        self.db
-            .run(move |tx| {
-                tx.execute("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2", params![name, receipt])
-            })
-            .await?;
-        Ok(())
+        self.delete_batch(&[receipt.to_string()]).await
     }
 
     async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
-        if receipts.is_empty() {
+        let rows: Vec<(i64, String)> = receipts.iter().filter_map(|r| seq_of(r).map(|seq| (seq, r.clone()))).collect();
+        if rows.is_empty() {
             return Ok(());
         }
-        let (name, receipts) = (self.name.clone(), receipts.to_vec());
+        let name = self.name.clone();
         self.db
             .run(move |tx| {
-                let mut stmt = tx.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")?;
-                for r in &receipts {
-                    stmt.execute(params![name, r])?;
+                let mut stmt =
+                    tx.prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")?;
+                for (seq, r) in &rows {
+                    stmt.execute(params![seq, name, r])?;
                 }
                 Ok(())
             })
@@ -282,14 +355,15 @@ impl Queue for SqliteQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
+        let Some(seq) = seq_of(receipt) else { return Ok(()) };
         let (name, receipt) = (self.name.clone(), receipt.to_string());
         let visible_at = now_ms().saturating_add(ms(after.min(MAX_VISIBILITY)));
         self.db
             .run(move |tx| {
-                tx.execute(
-                    "UPDATE queue_messages SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3",
-                    params![visible_at, name, receipt],
-                )
+                tx.prepare_cached(
+                    "UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2 AND queue = ?3 AND receipt = ?4",
+                )?
+                .execute(params![visible_at, seq, name, receipt])
             })
             .await?;
         Ok(())
@@ -309,6 +383,33 @@ mod tests {
         let got = q.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
         q.delete(&got[0].receipt).await.unwrap();
         q.send(OutgoingMessage::fifo("late retry", "g", "job-1")).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_an_older_version_keeps_its_messages_and_takes_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = rusqlite::Connection::open(dir.path().join(crate::embedded::DB_FILE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE queue_messages (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+                    message_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, group_id TEXT,
+                    visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT UNIQUE);
+                 INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at)
+                     VALUES ('n', 'uuid-1', 'waiting', 'g', 0), ('n', 'uuid-2', 'gone', 'g', 0);
+                 DELETE FROM queue_messages WHERE message_id = 'uuid-2';",
+            )
+            .unwrap();
+        }
+        let q = SqliteQueue::open(Db::open_in(dir.path()).unwrap(), "n", QueueKind::Fifo, None).unwrap();
+        q.send(OutgoingMessage::fifo("new one", "g", "job-1")).await.unwrap();
+        q.send(OutgoingMessage::fifo("and another", "h", "job-2")).await.unwrap();
+        let got = q.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+        let bodies: Vec<_> = got.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["waiting", "new one", "and another"]);
+        assert_eq!(got[1].message_id, "m3", "sequence numbers continue after the deleted row");
+        q.delete_batch(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), 0);
     }
 

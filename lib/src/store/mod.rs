@@ -80,7 +80,8 @@ pub enum Write {
     /// and only if the transaction commits. Only a store that shares its file with its queues
     /// (the embedded one, see [`Store::enqueues`]) can do this; DynamoDB cannot share a
     /// transaction with SQS, so there the outbox carries jobs instead. A FIFO message's
-    /// deduplication id is its key in the transaction.
+    /// deduplication id is its key in the transaction, and is not remembered afterwards: the
+    /// transaction's own conditions already make the message happen once.
     Enqueue {
         queue: String,
         message: crate::queue::OutgoingMessage,

@@ -43,12 +43,11 @@ impl SqliteStore {
 }
 
 fn live_item(tx: &Transaction<'_>, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<Item>> {
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT pk, sk, version, data, expires_at FROM items
          WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-        params![pk, sk, now],
-        row_to_item,
-    )
+    )?
+    .query_row(params![pk, sk, now], row_to_item)
     .optional()
 }
 
@@ -63,10 +62,8 @@ fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
 }
 
 fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![item.pk, item.sk, item.version as i64, item.data, item.expires_at],
-    )?;
+    tx.prepare_cached("INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![item.pk, item.sk, item.version as i64, item.data, item.expires_at])?;
     Ok(())
 }
 
@@ -74,7 +71,8 @@ fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
 /// condition not holding (nothing was written).
 fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
     if let Write::Enqueue { queue, message } = write {
-        crate::queue::sqlite::insert_message(tx, queue, message, jiff::Timestamp::now().as_millisecond())?;
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        crate::queue::sqlite::insert_message(tx, queue, message, now_ms, crate::queue::sqlite::Dedup::InTransaction)?;
         return Ok(Ok(()));
     }
     let (pk, sk) = write.key();
@@ -95,7 +93,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
         Write::Put { item, .. } => write_item(tx, item)?,
         Write::Enqueue { .. } => unreachable!("queued messages are handled before conditions"),
         Write::Delete { pk, sk, .. } => {
-            tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
+            tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
         }
         Write::Check { .. } => {}
     }
@@ -199,13 +197,12 @@ impl Store for SqliteStore {
         let n = self
             .db
             .run(move |tx| {
-                tx.query_row(
+                tx.prepare_cached(
                     "INSERT INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, '', NULL)
                      ON CONFLICT (pk, sk) DO UPDATE SET version = version + ?3
                      RETURNING version",
-                    params![pk, sk, by],
-                    |row| row.get::<_, i64>(0),
-                )
+                )?
+                .query_row(params![pk, sk, by], |row| row.get::<_, i64>(0))
             })
             .await?;
         Ok(n as u64)
