@@ -4,7 +4,6 @@
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::embedded::{Db, DbError};
 use crate::ingest::apply::Intake;
-use crate::ingest::serial::KeyLocks;
 use crate::mattermost::Mattermost;
 use crate::notify::Notifier;
 use crate::notify::outbox::Outbox;
@@ -13,7 +12,6 @@ use crate::queue::sqs::SqsQueue;
 use crate::queue::{Queue, QueueError, QueueKind};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::cards::CardRepo;
-use crate::repo::counter::NumberBlocks;
 use crate::repo::deliveries::DeliveryRepo;
 use crate::repo::incidents::IncidentRepo;
 use crate::store::dynamodb::DynamoStore;
@@ -29,7 +27,8 @@ pub const TIMER_QUEUE: &str = "timers";
 /// [`crate::notify::batch::retry_delay`] that is more than a day of retries.
 pub const MAX_RECEIVES: u32 = 24;
 /// Alert numbers a process takes at once on AWS, beside a request's reads (see
-/// [`NumberBlocks`]): a Lambda instance that ends leaves at most this many unused.
+/// [`crate::repo::counter::NumberBlocks`]): a Lambda instance that ends leaves at most this
+/// many unused.
 pub const AWS_NUMBER_BLOCK: u64 = 10;
 
 #[derive(Clone)]
@@ -40,10 +39,9 @@ pub struct AppState {
     pub timer_queue: Arc<dyn Queue>,
     /// Where the data lives, for start-up messages and `/healthz`.
     pub storage: StorageDescription,
-    /// Serialises intake work on one alert within this process.
-    pub alert_locks: Arc<KeyLocks>,
-    /// Alert numbers this process has taken from the counter and not yet used.
-    pub alert_numbers: Arc<NumberBlocks>,
+    /// What intake requests of this process share: per-alert serialisation, requests waiting
+    /// to be applied together, and alert numbers taken from the counter and not yet used.
+    pub intake_shared: Arc<crate::ingest::apply::Shared>,
     /// The Mattermost client, kept between requests and invocations (its connections and its
     /// answer to "who is the bot" are reused), with the server URL and token fingerprint it was
     /// made for: a pushed configuration with another server or token gets a new one.
@@ -145,13 +143,7 @@ impl AppState {
     }
 
     pub fn intake(&self) -> Intake {
-        Intake::new(
-            self.store.clone(),
-            self.outbox(),
-            self.config.clone(),
-            self.alert_locks.clone(),
-            self.alert_numbers.clone(),
-        )
+        Intake::new(self.store.clone(), self.outbox(), self.config.clone(), self.intake_shared.clone())
     }
 
     /// The client for the configured Mattermost (`None` without a `[mattermost]` section).
@@ -271,9 +263,8 @@ impl AppState {
             notify_queue: Arc::new(notify),
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
-            alert_locks: Arc::default(),
             // One process owns the file: numbers one at a time when quiet, so no gaps.
-            alert_numbers: Arc::new(NumberBlocks::new("alert", 1)),
+            intake_shared: Arc::new(crate::ingest::apply::Shared::new(1)),
             mattermost_client: Arc::default(),
             app_token: Arc::default(),
         })
@@ -301,8 +292,7 @@ impl AppState {
             notify_queue: Arc::new(SqsQueue::new(sqs.clone(), notify_url)),
             timer_queue: Arc::new(SqsQueue::new(sqs, timer_url)),
             storage: StorageDescription::Aws { table },
-            alert_locks: Arc::default(),
-            alert_numbers: Arc::new(NumberBlocks::new("alert", AWS_NUMBER_BLOCK)),
+            intake_shared: Arc::new(crate::ingest::apply::Shared::new(AWS_NUMBER_BLOCK)),
             mattermost_client: Arc::default(),
             app_token: Arc::default(),
         }

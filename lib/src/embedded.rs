@@ -52,6 +52,17 @@ pub async fn with_deadline<F: Future>(within: Duration, fut: F) -> F::Output {
     DEADLINE.scope(deadline, fut).await
 }
 
+/// The deadline the current task runs under, if any: for work handed to another task on the
+/// caller's behalf, which then runs it under [`with_deadline_at`].
+pub fn current_deadline() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
+}
+
+/// Runs `fut` with every database call in it bounded by `at`.
+pub async fn with_deadline_at<F: Future>(at: Instant, fut: F) -> F::Output {
+    DEADLINE.scope(at, fut).await
+}
+
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "klaxon.db";
 

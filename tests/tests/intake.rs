@@ -172,6 +172,7 @@ macro_rules! all_cases {
             particle_alert_after_the_window_opens_a_new_alert,
             malformed_particle_requests_get_exact_errors,
             concurrent_triggers_for_one_key_make_one_alert,
+            a_flood_of_repeats_is_applied_together_and_each_gets_its_own_answer,
             the_same_delivery_arriving_concurrently_counts_once,
             chat_actions_reach_only_the_alerts_a_source_may_act_on,
             insecure_sources_raise_alerts_but_never_act,
@@ -503,7 +504,55 @@ async fn concurrent_triggers_for_one_key_make_one_alert(app: TestApp) {
     }
     let open = app.state.alerts().find_open("freezer", "race:alert").await.unwrap().alert.unwrap().value;
     assert_eq!(open.occurrences, 6, "every trigger counted once, in one alert");
-    assert_eq!(queued(&app).await.len(), 6);
+    // Repeats that arrive together are applied as one change with one job, so there are 2 to
+    // 6 jobs: the first announces the alert, the last its final revision.
+    let jobs = queued(&app).await;
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id()).collect();
+    assert!((2..=6).contains(&ids.len()), "{ids:?}");
+    assert_eq!(ids[0], "ALR-1#0000000001");
+    assert_eq!(ids.last().copied(), Some(format!("ALR-1#{:010}", open.revision).as_str()), "{ids:?}");
+    assert!(events(&jobs)[1..].iter().all(|e| e.ends_with("alert.repeated")), "{:?}", events(&jobs));
+}
+
+/// Sixty-four senders repeating one alert at once: every request is answered 200 with its
+/// own occurrence number (1 to 64, each once), the alert counts 64, every delivery is
+/// remembered (a redelivery is answered as before), and far fewer jobs than requests are
+/// queued (repeats applied together announce themselves once).
+async fn a_flood_of_repeats_is_applied_together_and_each_gets_its_own_answer(app: TestApp) {
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let state = app.state.clone();
+            tokio::spawn(async move {
+                let req = Request::post("/hooks/particle/freezer")
+                    .header("content-type", FORM)
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .body(Body::from(format!("event=ALERT&coreid=flood&published_at=t{i}&PARTICLE_EVENT_ID=f{i}")))
+                    .unwrap();
+                let res = klaxon::http::all(state).oneshot(req).await.unwrap();
+                assert_eq!(res.status(), StatusCode::OK);
+                let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()["occurrences"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for c in calls {
+        counts.push(c.await.unwrap());
+    }
+    counts.sort();
+    assert_eq!(counts, (1..=64).collect::<Vec<u64>>(), "each request has its own occurrence");
+    let open = app.state.alerts().find_open("freezer", "flood:alert").await.unwrap().alert.unwrap().value;
+    assert_eq!(open.occurrences, 64);
+    let (status, again) =
+        particle(&app, "freezer", "event=ALERT&coreid=flood&published_at=t7&PARTICLE_EVENT_ID=f7").await;
+    assert_eq!((status, again["deduplicated"].as_bool()), (StatusCode::OK, Some(true)), "{again}");
+    assert_eq!(
+        app.state.alerts().get(&open.id).await.unwrap().unwrap().value.occurrences,
+        64,
+        "the redelivery changed nothing"
+    );
+    let jobs = queued(&app).await;
+    assert!(jobs.len() < 64, "repeats were applied together: {} jobs", jobs.len());
 }
 
 /// Particle delivers at least once and a proxy may retry while the first attempt is still

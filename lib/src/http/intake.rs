@@ -31,6 +31,7 @@ impl From<IntakeError> for ApiError {
             IntakeError::Store(_) => {
                 "Klaxon could not record this: its store is unavailable; nothing was recorded, send it again"
             }
+            IntakeError::Stopped => "Klaxon was stopping while it recorded this; send it again",
         };
         ApiError::unavailable("store_unavailable", public, &e)
     }

@@ -3,6 +3,7 @@
 //! delivery's "seen" record are one store transaction, so a retried request changes nothing
 //! and a failed write leaves nothing behind.
 
+use super::coalesce::Pending;
 use super::serial::KeyLocks;
 use super::{AlertEvent, EventKind};
 use crate::backoff::Backoff;
@@ -57,7 +58,7 @@ pub struct IntakeResult {
 }
 
 impl IntakeResult {
-    fn about(outcome: Outcome, alert: &Alert, deduplicated: bool) -> Self {
+    pub(super) fn about(outcome: Outcome, alert: &Alert, deduplicated: bool) -> Self {
         IntakeResult {
             outcome,
             alert_id: Some(alert.id.clone()),
@@ -90,6 +91,22 @@ pub enum IntakeError {
         "alert {0} kept changing under concurrent requests from other Klaxon instances; nothing was recorded, retry"
     )]
     Contention(String),
+    #[error("the request was being applied when Klaxon's intake stopped; nothing may have been recorded, retry")]
+    Stopped,
+}
+
+impl IntakeError {
+    /// The same failure, for each of several requests that were applied together.
+    pub(super) fn for_each_request(&self) -> IntakeError {
+        match self {
+            IntakeError::Store(e) => IntakeError::Store(RepoError::Store(crate::store::StoreError::Backend {
+                backend: "store",
+                message: e.to_string(),
+            })),
+            IntakeError::Contention(what) => IntakeError::Contention(what.clone()),
+            IntakeError::Stopped => IntakeError::Stopped,
+        }
+    }
 }
 
 /// What one attempt did: the answer, and the job its write carried (none when nothing changed).
@@ -117,18 +134,36 @@ pub enum Changed {
 #[derive(Clone)]
 pub struct Intake {
     store: Arc<dyn Store>,
-    alerts: AlertRepo,
-    outbox: Outbox,
-    config: Arc<Config>,
-    locks: Arc<KeyLocks>,
-    numbers: Arc<NumberBlocks>,
+    pub(super) alerts: AlertRepo,
+    pub(super) outbox: Outbox,
+    pub(super) config: Arc<Config>,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// What every request of one process shares: the per-alert serialisation, the requests waiting
+/// to be applied together, and this process's block of alert numbers.
+pub struct Shared {
+    locks: KeyLocks,
+    pub(super) pending: Pending,
+    numbers: NumberBlocks,
+}
+
+impl Shared {
+    /// `min_number_block`: see [`NumberBlocks`] (1 for the embedded store).
+    pub fn new(min_number_block: u64) -> Self {
+        Shared {
+            locks: KeyLocks::default(),
+            pending: Pending::default(),
+            numbers: NumberBlocks::new("alert", min_number_block),
+        }
+    }
 }
 
 fn seen_pk(source: &str, key: &str) -> String {
     format!("seen#{source}#{key}")
 }
 
-fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str {
+pub(super) fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str {
     match (kind, outcome) {
         (_, Outcome::Grouped) if raised => "alert.urgency_raised",
         (_, Outcome::Grouped) => "alert.repeated",
@@ -139,30 +174,13 @@ fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str 
 }
 
 impl Intake {
-    pub fn new(
-        store: Arc<dyn Store>,
-        outbox: Outbox,
-        config: Arc<Config>,
-        locks: Arc<KeyLocks>,
-        numbers: Arc<NumberBlocks>,
-    ) -> Self {
-        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config, locks, numbers }
+    pub fn new(store: Arc<dyn Store>, outbox: Outbox, config: Arc<Config>, shared: Arc<Shared>) -> Self {
+        Intake { alerts: AlertRepo::new(store.clone()), store, outbox, config, shared }
     }
 
-    /// Applies one event. Work on one alert is serialised inside this process; a collision
-    /// with another process (a conditional write that lost, DynamoDB's `TransactionConflict`)
-    /// is retried after a jittered pause, so contention never reaches the caller as an error
-    /// unless it lasts through every attempt.
-    pub async fn apply(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
-        let event = event.clone().bounded();
-        let result = {
-            let lock_key = match &event.alert_id {
-                Some(id) => format!("id\u{0}{id}"),
-                None => format!("key\u{0}{}\u{0}{}", event.source, event.dedup_key),
-            };
-            let _serial = self.locks.lock(&lock_key).await;
-            self.apply_with_retries(&event).await?
-        };
+    /// Applies one event on its own (the caller already serialised work on its alert).
+    pub(super) async fn apply_one(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
+        let result = self.apply_with_retries(event).await?;
         if let Some(job) = &result.job {
             self.outbox.hand_over(job).await;
         }
@@ -231,7 +249,7 @@ impl Intake {
     ) -> Result<Changed, IntakeError> {
         let backoff = Backoff::CONTENDED_WRITE;
         let changed = {
-            let _serial = self.locks.lock(&format!("id\u{0}{alert_id}")).await;
+            let _serial = self.shared.locks.lock(&format!("id\u{0}{alert_id}")).await;
             let mut outcome = None;
             for attempt in 0..backoff.attempts {
                 if attempt > 0 {
@@ -267,11 +285,25 @@ impl Intake {
     }
 
     async fn seen(&self, event: &AlertEvent) -> Result<Option<IntakeResult>, RepoError> {
-        let Some(d) = &event.delivery else { return Ok(None) };
-        match self.store.get(&seen_pk(&event.source, &d.key), "seen").await? {
-            None => Ok(None),
-            Some(item) => decode::<IntakeResult>(&item, "delivery record").map(|v| Some(v.value)),
+        Ok(self.seen_many(std::slice::from_ref(event)).await?.pop().flatten())
+    }
+
+    /// What earlier deliveries of these events were answered (`None` for a first delivery or
+    /// an event without a delivery key), in one read.
+    pub(super) async fn seen_many(&self, events: &[AlertEvent]) -> Result<Vec<Option<IntakeResult>>, RepoError> {
+        let keys: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| e.delivery.as_ref().map(|d| (seen_pk(&e.source, &d.key), "seen".to_string())))
+            .collect();
+        let mut found = if keys.is_empty() { Vec::new() } else { self.store.get_many(&keys).await? }.into_iter();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(match e.delivery.as_ref().and_then(|_| found.next()).flatten() {
+                None => None,
+                Some(item) => Some(decode::<IntakeResult>(&item, "delivery record")?.value),
+            });
         }
+        Ok(out)
     }
 
     async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
@@ -304,7 +336,7 @@ impl Intake {
         // takes over the key; an older alert that is still open stays open on its own.
         let id = match reserved_id {
             Some(id) => id.clone(),
-            None => reserved_id.insert(self.alerts.next_id(&self.numbers).await?).clone(),
+            None => reserved_id.insert(self.alerts.next_id(&self.shared.numbers).await?).clone(),
         };
         let new = NewAlert {
             id,
@@ -389,11 +421,17 @@ impl Intake {
             at: event.at,
         });
         let mut writes = vec![self.outbox.write(&job)];
-        if let Some(d) = &event.delivery {
-            let item = Item::new(seen_pk(&event.source, &d.key), "seen", encode(result))
-                .expiring_at(event.at.as_second() + d.ttl_secs);
-            writes.push(Write::Put { item, condition: Condition::Absent });
-        }
+        writes.extend(seen_write(event, result));
         (job, writes)
     }
+}
+
+/// The record that answers a later delivery of `event` with `result` (none without a delivery
+/// key); it fails the transaction if another request recorded this delivery first.
+pub(super) fn seen_write(event: &AlertEvent, result: &IntakeResult) -> Option<Write> {
+    event.delivery.as_ref().map(|d| {
+        let item = Item::new(seen_pk(&event.source, &d.key), "seen", encode(result))
+            .expiring_at(event.at.as_second() + d.ttl_secs);
+        Write::Put { item, condition: Condition::Absent }
+    })
 }

@@ -2,6 +2,7 @@
 //! [`apply::Intake`] applies it to the alert it belongs to.
 
 pub mod apply;
+pub mod coalesce;
 pub mod mattermost;
 pub mod particle;
 pub mod serial;
