@@ -4,6 +4,7 @@ use super::RepoError;
 use crate::store::{Store, StoreError};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Hands out the next number of `name`, starting at 1. Concurrent callers each get a different
@@ -24,28 +25,39 @@ const MAX_BLOCK: u64 = 256;
 /// Numbers taken from the counter in blocks and handed out in this process, so that a storm
 /// of new alerts does not make one counter write each.
 ///
-/// A block is as large as the demand at the moment it is taken (the callers waiting for a
-/// number), and at least `min_block`. With `min_block = 1` (the embedded store: one process)
-/// a quiet system takes one number at a time and leaves no gaps; under load one write serves
-/// every waiting caller. With a larger `min_block` (Lambda, where each instance serves one
+/// A block is at least `min_block` and at least the demand at the moment it is taken (the
+/// callers waiting for a number); when a block lasts less than [`BUSY`], the next one is twice
+/// as large (up to [`MAX_BLOCK`]), and when one lasts longer than [`QUIET`] the next is half.
+/// So with `min_block = 1` (the embedded store: one process) a quiet system takes one number at
+/// a time, and a storm takes one counter write per hundreds of alerts. Numbers left in a block
+/// are used by later alerts; only a process that stops leaves its unused ones as a gap. With a larger `min_block` (Lambda, where each instance serves one
 /// request at a time) the block can be taken beside the request's reads, off its critical path
 /// ([`NumberBlocks::refill_if_empty`]); numbers then stay unique but are only increasing per
 /// instance, and an instance that ends leaves the rest of its block unused.
 pub struct NumberBlocks {
     name: &'static str,
     min_block: u64,
-    spare: Mutex<Range<u64>>,
+    spare: Mutex<Spare>,
     waiting: AtomicUsize,
+}
+
+/// A block that lasted less than this was too small.
+const BUSY: Duration = Duration::from_millis(200);
+/// A block that lasted more than this was too large.
+const QUIET: Duration = Duration::from_secs(2);
+
+struct Spare {
+    numbers: Range<u64>,
+    /// The size of the next block.
+    next_size: u64,
+    taken_at: Option<Instant>,
 }
 
 impl NumberBlocks {
     pub fn new(name: &'static str, min_block: u64) -> Self {
-        NumberBlocks {
-            name,
-            min_block: min_block.clamp(1, MAX_BLOCK),
-            spare: Mutex::new(0..0),
-            waiting: AtomicUsize::new(0),
-        }
+        let min_block = min_block.clamp(1, MAX_BLOCK);
+        let spare = Spare { numbers: 0..0, next_size: min_block, taken_at: None };
+        NumberBlocks { name, min_block, spare: Mutex::new(spare), waiting: AtomicUsize::new(0) }
     }
 
     /// Whether taking a block ahead of need is worth it (blocks of more than one number).
@@ -58,31 +70,41 @@ impl NumberBlocks {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut spare = self.spare.lock().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        if let Some(n) = spare.next() {
+        if let Some(n) = spare.numbers.next() {
             return Ok(n);
         }
-        *spare = self.take(store).await?;
-        spare.next().ok_or_else(|| self.corrupt())
+        self.take(store, &mut spare).await?;
+        spare.numbers.next().ok_or_else(|| self.corrupt())
     }
 
     /// Takes a new block now if this process has no number left, so that the next
     /// [`NumberBlocks::next`] needs no round trip.
     pub async fn refill_if_empty(&self, store: &dyn Store) -> Result<(), RepoError> {
         let mut spare = self.spare.lock().await;
-        if spare.is_empty() {
-            *spare = self.take(store).await?;
+        if spare.numbers.is_empty() {
+            self.take(store, &mut spare).await?;
         }
         Ok(())
     }
 
-    async fn take(&self, store: &dyn Store) -> Result<Range<u64>, RepoError> {
+    async fn take(&self, store: &dyn Store, spare: &mut Spare) -> Result<(), RepoError> {
+        let now = Instant::now();
+        if let Some(lasted) = spare.taken_at.map(|at| now.duration_since(at)) {
+            if lasted < BUSY {
+                spare.next_size = (spare.next_size * 2).min(MAX_BLOCK);
+            } else if lasted > QUIET {
+                spare.next_size = (spare.next_size / 2).max(self.min_block);
+            }
+        }
         let demand = 1 + self.waiting.load(Ordering::SeqCst) as u64;
-        let size = demand.clamp(self.min_block, MAX_BLOCK);
+        let size = demand.max(spare.next_size).min(MAX_BLOCK);
         let end = store.increment_by(&counter_pk(self.name), "counter", size).await?;
         if end < size {
             return Err(self.corrupt());
         }
-        Ok(end - size + 1..end + 1)
+        spare.numbers = end - size + 1..end + 1;
+        spare.taken_at = Some(now);
+        Ok(())
     }
 
     fn corrupt(&self) -> RepoError {
