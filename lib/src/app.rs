@@ -231,6 +231,7 @@ impl AppState {
             mattermost: self.mattermost(),
             buttons: self.buttons(),
             timers: Some(self.timer_queue.clone()),
+            outbox: Some(self.outbox()),
         })
     }
 

@@ -1,7 +1,7 @@
 //! A fault-injecting DynamoDB endpoint: a proxy in front of moto that answers chosen calls with
 //! the errors real DynamoDB produces and moto never does (`TransactionConflict`, throttling,
-//! `AccessDenied`), in DynamoDB's JSON protocol, and passes everything else through. It also
-//! counts the calls per operation.
+//! `AccessDenied`), in DynamoDB's JSON protocol, and passes everything else through (SQS too:
+//! moto serves both on one port). It also counts and logs the calls, with their times.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +20,36 @@ struct Fault {
 struct Script {
     faults: HashMap<String, VecDeque<Fault>>,
     calls: HashMap<String, usize>,
+    /// Every call: its operation, when it arrived and when it was answered.
+    log: Vec<Call>,
+}
+
+/// One call through the proxy.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub operation: String,
+    pub start: std::time::Instant,
+    pub end: std::time::Instant,
+}
+
+/// How many round trips a caller waited for one after another: calls that overlap in time
+/// were made side by side and count once; a call that starts after every earlier one ended
+/// is another round trip.
+pub fn sequential_round_trips(calls: &[Call]) -> usize {
+    let mut spans: Vec<(std::time::Instant, std::time::Instant)> = calls.iter().map(|c| (c.start, c.end)).collect();
+    spans.sort();
+    let mut trips = 0;
+    let mut reach: Option<std::time::Instant> = None;
+    for (start, end) in spans {
+        match reach {
+            Some(r) if start <= r => reach = Some(r.max(end)),
+            _ => {
+                trips += 1;
+                reach = Some(end);
+            }
+        }
+    }
+    trips
 }
 
 #[derive(Clone)]
@@ -85,6 +115,16 @@ impl FaultyDynamo {
         self.script.lock().expect("script lock").calls.get(operation).copied().unwrap_or(0)
     }
 
+    /// Every call logged so far (use its length as a mark, and [`FaultyDynamo::calls_since`]).
+    pub fn log_len(&self) -> usize {
+        self.script.lock().expect("script lock").log.len()
+    }
+
+    /// The calls after `mark` (a [`FaultyDynamo::log_len`]).
+    pub fn calls_since(&self, mark: usize) -> Vec<Call> {
+        self.script.lock().expect("script lock").log[mark..].to_vec()
+    }
+
     /// Faults still waiting to be served.
     pub fn pending_faults(&self) -> usize {
         self.script.lock().expect("script lock").faults.values().map(VecDeque::len).sum()
@@ -104,11 +144,24 @@ async fn handle(
         .and_then(|t| t.split('.').nth(1))
         .unwrap_or_default()
         .to_string();
+    let start = std::time::Instant::now();
     let fault = {
         let mut s = script.lock().expect("script lock");
         *s.calls.entry(operation.clone()).or_default() += 1;
         s.faults.get_mut(&operation).and_then(VecDeque::pop_front)
     };
+    let response = forward(upstream, client, headers, body, fault).await;
+    script.lock().expect("script lock").log.push(Call { operation, start, end: std::time::Instant::now() });
+    response
+}
+
+async fn forward(
+    upstream: &str,
+    client: &reqwest::Client,
+    headers: HeaderMap,
+    body: Bytes,
+    fault: Option<Fault>,
+) -> Response {
     if let Some(f) = fault {
         let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, [("content-type", "application/x-amz-json-1.0")], f.body).into_response();

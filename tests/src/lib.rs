@@ -145,7 +145,12 @@ pub async fn embedded_app(config: &str) -> Option<TestApp> {
 /// DynamoDB and SQS on moto: a fresh table, FIFO notify queue and standard timer queue.
 pub async fn aws_app(config: &str) -> Option<TestApp> {
     let endpoint = aws_endpoint()?;
-    let sdk = aws_sdk_config(&endpoint).await;
+    Some(aws_app_through(config, &endpoint, &endpoint).await)
+}
+
+/// An app on fresh moto resources (created at `endpoint`) whose clients talk to `clients_to`.
+async fn aws_app_through(config: &str, endpoint: &str, clients_to: &str) -> TestApp {
+    let sdk = aws_sdk_config(endpoint).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let table = unique_name("klaxon-app");
@@ -154,22 +159,17 @@ pub async fn aws_app(config: &str) -> Option<TestApp> {
     let (notify, _) = SqsQueue::create_with_dead_letter(&sqs, &notify_name, 5).await.expect("notify queue");
     let (timer, _) =
         SqsQueue::create_with_dead_letter(&sqs, &unique_name("klaxon-timer"), 5).await.expect("timer queue");
-    let state = klaxon::app::AppState::aws_with(&sdk, config_from(config), table, notify, timer);
-    Some(TestApp { state, _dir: None })
+    let clients = aws_sdk_config(clients_to).await;
+    let state = klaxon::app::AppState::aws_with(&clients, config_from(config), table, notify, timer);
+    TestApp { state, _dir: None }
 }
 
-/// Like [`aws_app`], but DynamoDB calls go through a fault-injecting proxy in front of moto.
+/// Like [`aws_app`], but every DynamoDB and SQS call goes through a fault-injecting proxy in
+/// front of moto, which also logs them.
 pub async fn aws_app_with_faults(config: &str) -> Option<(TestApp, faulty::FaultyDynamo)> {
     let endpoint = aws_endpoint()?;
-    let mut app = aws_app(config).await?;
     let proxy = faulty::FaultyDynamo::start(&endpoint).await;
-    let table = match &app.state.storage {
-        klaxon::app::StorageDescription::Aws { table } => table.clone(),
-        other => panic!("aws_app built {other:?}"),
-    };
-    let client = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&proxy.url).await);
-    app.state.store = Arc::new(DynamoStore::new(client, table));
-    Some((app, proxy))
+    Some((aws_app_through(config, &endpoint, &proxy.url).await, proxy))
 }
 
 /// A DynamoDB store on a fresh table, reached through a fault-injecting proxy.

@@ -206,8 +206,11 @@ async fn mattermost_form_trigger_creates_an_alert_queues_its_job_and_replies_in_
     assert_eq!(alert.urgency, Urgency::Critical);
     assert!(alert.details.starts_with("since the 12:00 deploy"), "{}", alert.details);
     assert!(alert.details.contains("@alice in ~town-square"), "{}", alert.details);
-    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered"]);
-    assert_eq!(app.state.outbox().pending().await.unwrap(), 0, "relayed at once");
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered"], "queued at once");
+    // On the embedded store the job was queued by the alert's own transaction; on DynamoDB its
+    // outbox copy stays until the notifier has handled it.
+    let kept = usize::from(app.state.storage.kind() == "aws");
+    assert_eq!(app.state.outbox().pending().await.unwrap(), kept);
 }
 
 async fn mattermost_json_trigger_with_ms_timestamp_works_the_same(app: TestApp) {

@@ -195,7 +195,10 @@ impl Intake {
             if attempt > 0 {
                 backoff.wait(attempt).await;
             }
-            if let Some(previous) = self.seen(event).await? {
+            // A trigger reads its delivery record with everything else it needs (see `trigger`).
+            if event.kind != EventKind::Trigger
+                && let Some(previous) = self.seen(event).await?
+            {
                 return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
             }
             match self.try_apply(event, &mut reserved_id).await {
@@ -313,8 +316,34 @@ impl Intake {
         }
     }
 
+    /// A trigger's first round trip asks for everything it may need at once: its delivery
+    /// record and the open-alert index (one batch read), the maintenance windows started from
+    /// chat, and, where numbers come in blocks ahead of need, a new block. A new alert then
+    /// needs only its transaction and its hand-over to the queue.
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
-        let open = self.alerts.find_open(&event.source, &event.dedup_key).await?;
+        let open_key = AlertRepo::open_key(&event.source, &event.dedup_key);
+        let mut keys = vec![open_key];
+        keys.extend(event.delivery.as_ref().map(|d| (seen_pk(&event.source, &d.key), "seen".to_string())));
+        let maintenance = crate::repo::maintenance::MaintenanceRepo::new(self.store.clone());
+        let numbers = async {
+            match self.shared.numbers.prefetches() && reserved_id.is_none() {
+                true => self.shared.numbers.refill_if_empty(self.store.as_ref()).await,
+                false => Ok(()),
+            }
+        };
+        let (found, held, refilled) = tokio::join!(
+            self.store.get_many(&keys),
+            crate::escalation::windows::holding(&self.config, &maintenance, &event.source, event.at),
+            numbers
+        );
+        let mut found = found?.into_iter();
+        let (pointer, seen) = (found.next().flatten(), found.next().flatten());
+        if let Some(item) = seen {
+            let previous = decode::<IntakeResult>(&item, "delivery record")?.value;
+            return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
+        }
+        refilled?;
+        let open = self.alerts.resolve_open(pointer).await?;
         let window = self.config.source(&event.source).map(|s| s.grouping_window()).unwrap_or_default();
         if let Some(read) = open.alert {
             let since = event.at.duration_since(read.value.last_occurrence());
@@ -349,8 +378,7 @@ impl Intake {
         let mut alert = Alert::trigger(new, event.actor.clone(), event.at);
         // In a maintenance window the alert is recorded (and grouped) but neither posted nor
         // escalated until the window ends.
-        let repo = crate::repo::maintenance::MaintenanceRepo::new(self.store.clone());
-        let window = crate::escalation::windows::holding(&self.config, &repo, &event.source, event.at).await?;
+        let window = held?;
         if let Some(w) = &window {
             alert.held = Some(w.key());
         } else if let Some(e) = crate::escalation::policy::start(&self.config, &event.source, event.at) {

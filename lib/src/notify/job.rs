@@ -45,6 +45,12 @@ impl Job {
         }
     }
 
+    /// Whether this is the first job of its subject (revision 1: a new alert or incident), so
+    /// that no other job of the subject can be waiting before it.
+    pub fn is_first_of_subject(&self) -> bool {
+        self.id().ends_with("#0000000001")
+    }
+
     /// The alert or incident the job is about (its FIFO group).
     pub fn subject_id(&self) -> &str {
         match self {

@@ -54,6 +54,8 @@ pub struct Notifier {
     buttons: Option<card::Buttons>,
     /// Where paced card refreshes are queued (the timer queue).
     timers: Option<Arc<dyn crate::queue::Queue>>,
+    /// Told when a job is handled, so that its outbox item goes (DynamoDB only).
+    outbox: Option<super::outbox::Outbox>,
 }
 
 /// Where Notifier's repositories and clients come from.
@@ -67,6 +69,7 @@ pub struct NotifierParts {
     pub mattermost: Option<Mattermost>,
     pub buttons: Option<card::Buttons>,
     pub timers: Option<Arc<dyn crate::queue::Queue>>,
+    pub outbox: Option<super::outbox::Outbox>,
 }
 
 impl From<RepoError> for JobError {
@@ -135,6 +138,7 @@ impl Notifier {
             mattermost: p.mattermost,
             buttons: p.buttons,
             timers: p.timers,
+            outbox: p.outbox,
         }
     }
 
@@ -504,7 +508,11 @@ impl JobHandler for Notifier {
         let job = Job::parse(&record.body)
             .map_err(|e| JobError::Poison(format!("message {} is not a Klaxon job: {e}", record.message_id)))?;
         match &job {
-            Job::Notify(n) => self.notify(n, record.receive_count > 1).await,
+            Job::Notify(n) => self.notify(n, record.receive_count > 1).await?,
         }
+        if let Some(outbox) = &self.outbox {
+            outbox.handled(&job).await;
+        }
+        Ok(())
     }
 }

@@ -7,6 +7,13 @@
 //!   the change (pk `outbox`, sk = job id `ALR-12#0000000003`, so one subject's jobs sort in
 //!   order), then handed to SQS right after the commit. If SQS is down, the job waits in the
 //!   outbox and the periodic sweep sends it. An accepted alert always has its jobs.
+//!
+//!   The request path stays short: a subject's first job (a new alert) is sent as it is, with
+//!   nothing to read (nothing can precede it); a later job is sent with every job of its subject
+//!   still in the outbox, oldest first, so that it never overtakes one a failed hand-over left
+//!   behind (SQS drops the copies it already has, by deduplication id). Nobody deletes on the
+//!   request path: the notifier removes a job's outbox item once it has handled the job
+//!   ([`Outbox::handled`]), and the sweep removes what it sends.
 
 use super::job::Job;
 use crate::queue::{Queue, QueueError};
@@ -74,9 +81,34 @@ impl Outbox {
             return;
         }
         let subject = job.subject_id();
-        if let Err(e) = self.relay(subject).await {
+        let sent = if job.is_first_of_subject() {
+            self.queue.send(job.to_message()).await.map_err(RelayError::from)
+        } else {
+            self.send_pending(subject).await.map(|_| ())
+        };
+        if let Err(e) = sent {
             tracing::warn!(subject, error = %e, "could not queue notifications now; the outbox sweep will");
         }
+    }
+
+    /// The notifier handled `job`: its outbox item (if any) is no longer needed.
+    pub async fn handled(&self, job: &Job) {
+        if self.direct {
+            return;
+        }
+        if let Err(e) = self.store.delete(PK, job.id(), Condition::None).await {
+            tracing::warn!(job = job.id(), error = %e, "could not remove a handled job from the outbox; the sweep re-sends it once and the notifier ignores it");
+        }
+    }
+
+    /// Sends every job of the subject in the outbox, in order, leaving them there.
+    async fn send_pending(&self, subject_id: &str) -> Result<usize, RelayError> {
+        let items = self.store.query_prefix(PK, &format!("{subject_id}#"), None).await?;
+        let due = readable_prefix(&items, None, usize::MAX);
+        for (_, job) in &due {
+            self.queue.send(job.to_message()).await?;
+        }
+        Ok(due.len())
     }
 
     /// Queues every pending job of one subject, oldest first, and removes each once queued.

@@ -38,9 +38,18 @@ impl AlertRepo {
     /// The open-alert index for (source, dedup key): the alert it points at, if still open, and
     /// the index entry's version (for replacing or removing it under a condition).
     pub async fn find_open(&self, source: &str, dedup_key: &str) -> Result<OpenLookup, RepoError> {
-        let Some(pointer) = self.store.get(&open_pk(source, dedup_key), "open").await? else {
-            return Ok(OpenLookup::default());
-        };
+        self.resolve_open(self.store.get(&open_pk(source, dedup_key), "open").await?).await
+    }
+
+    /// The key of the open-alert index entry for (source, dedup key), for reading it together
+    /// with other items; [`AlertRepo::resolve_open`] interprets what was read.
+    pub fn open_key(source: &str, dedup_key: &str) -> (String, String) {
+        (open_pk(source, dedup_key), "open".to_string())
+    }
+
+    /// The open alert an index entry read under [`AlertRepo::open_key`] points at.
+    pub async fn resolve_open(&self, pointer: Option<Item>) -> Result<OpenLookup, RepoError> {
+        let Some(pointer) = pointer else { return Ok(OpenLookup::default()) };
         let alert = self.get(&pointer.data).await?.filter(|a| !a.value.is_closed());
         Ok(OpenLookup { alert, index_version: Some(pointer.version) })
     }
