@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Alert storm: a real HTTP load generator (wrk) against `klaxon serve` on the embedded store,
+# with the notifier posting every card to a fake Mattermost (its own process, the tests' fake),
+# exactly as in production but on one machine. Prints the intake figures (accepted/s, p50/p99,
+# non-2xx), then how long after the storm's end the last card arrived and cards per second.
+#
+#   lib/benches/load/storm.sh                        # 60 s, 64 senders, new Particle alerts
+#   DURATION=20 SENDERS=8 lib/benches/load/storm.sh
+#   SOURCE=mattermost MODE=repeat lib/benches/load/storm.sh
+#
+# Bounded: the storm lasts DURATION seconds against 127.0.0.1 only; waiting for cards stops
+# after DRAIN_LIMIT seconds (default 120); every process started here is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+DURATION="${DURATION:-60}"
+SENDERS="${SENDERS:-64}"
+MODE="${MODE:-new}"
+SOURCE="${SOURCE:-particle}"
+DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+cargo build --release -q -p klaxon
+cargo build --release -q -p klaxon-tests --bin fake-mattermost
+DIR=$(mktemp -d)
+target/release/fake-mattermost >"$DIR/fake.log" 2>&1 &
+FAKE=$!
+trap 'kill $FAKE $PID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+PID=""
+for _ in $(seq 1 50); do grep -q '^url=' "$DIR/fake.log" 2>/dev/null && break; sleep 0.1; done
+read -r URL TOKEN CHANNEL < <(head -1 "$DIR/fake.log" | sed 's/url=//; s/token=//; s/channel=//')
+cat >"$DIR/klaxon.toml" <<TOML
+version = 1
+[server]
+public_url = "https://klaxon.example.com"
+signing_secret = "0123456789abcdef0123456789abcdef"
+[mattermost]
+url = "$URL"
+bot_token = "$TOKEN"
+[channels.ops]
+channel_id = "$CHANNEL"
+[routing]
+default = "ops"
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "load-test-key-0123456789"
+grouping_window = "24h"
+[[sources]]
+id = "chat"
+kind = "mattermost"
+token = "load-test-mattermost-token0"
+grouping_window = "24h"
+TOML
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+RUST_LOG=warn target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 50); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
+cards() { tail -1 "$DIR/fake.log" | sed 's/.*cards=//'; }
+echo "storm: ${SOURCE} ${MODE} alerts from ${SENDERS} senders for ${DURATION}s; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+threads=$(( SENDERS < 2 ? 1 : 2 ))
+before=$(cards)
+MODE=$MODE wrk -t"$threads" -c"$SENDERS" -d"${DURATION}s" --latency -s "lib/benches/load/${SOURCE}.lua" \
+  "http://127.0.0.1:$PORT" >"$DIR/wrk.out"
+ended=$(date +%s.%N)
+grep '^RESULT' "$DIR/wrk.out" | sed 's/^RESULT/intake:/'
+accepted=$(grep '^RESULT' "$DIR/wrk.out" | sed 's/.*requests=\([0-9]*\).*non2xx=\([0-9]*\).*/\1 \2/' | awk '{print $1-$2}')
+at_end=$(cards)
+# Every new alert gets one card; repeats of one alert share one card.
+[ "$MODE" = "new" ] && expected=$accepted || expected=1
+while [ "$(cards)" -lt $(( before + expected )) ]; do
+  if (( $(echo "$(date +%s.%N) - $ended > $DRAIN_LIMIT" | bc) )); then break; fi
+  sleep 0.2
+done
+done_at=$(date +%s.%N)
+got=$(( $(cards) - before ))
+after=$(echo "$done_at - $ended" | bc)
+echo "cards: $got of $expected expected ($(( at_end - before )) at the storm's end), the last $(printf '%.1f' "$after") s after the storm's end;" \
+  "$(echo "scale=0; $got / ($DURATION + $after)" | bc) cards/s over the whole run"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); database $(du -sh "$DIR/data" | cut -f1)"
