@@ -62,6 +62,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(ServeError::Server)?;
     println!("{}", banner(&state, config_path.as_deref(), local));
 
+    // This process is the embedded queues' only consumer: what a killed predecessor had in
+    // hand resumes now, not after its visibility timeout (then a card it was creating is still
+    // within Mattermost's 30 s memory of its pending_post_id, so it is never made twice).
+    for queue in [&state.notify_queue, &state.timer_queue] {
+        match queue.release_in_flight().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(queue = queue.name(), jobs = n, "resuming jobs a previous run had in hand"),
+            Err(e) => {
+                tracing::warn!(queue = queue.name(), error = %e, "could not resume the previous run's jobs now; they come back after their visibility timeout")
+            }
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let handler = Arc::new(state.notifier());
     // Several loops on the notify queue: each takes a batch of up to 10 jobs, and the FIFO

@@ -199,6 +199,15 @@ async fn a_new_alert_costs_at_most_three_sequential_round_trips() {
     // Nothing was deleted on the request path: the notifier removes a job's outbox item once it
     // has handled it, and then the outbox is empty.
     assert_eq!(app.state.outbox().pending().await.unwrap(), 3, "three jobs wait in the outbox");
+    let mark = proxy.log_len();
     klaxon_tests::drain_notify_queue(&app.state).await;
+    let notifier: Vec<String> = proxy.calls_since(mark).into_iter().map(|c| c.operation).collect();
+    println!("notifier, 3 jobs (no Mattermost configured): {notifier:?}");
     assert_eq!(app.state.outbox().pending().await.unwrap(), 0, "the notifier cleared what it handled");
+    let mut sizes = Vec::new();
+    for id in ["ALR-1", "ALR-2"] {
+        let item = app.state.store.get(&format!("alert#{id}"), "alert").await.unwrap().unwrap();
+        sizes.push(klaxon::store::item_size(&item));
+    }
+    println!("alert item sizes (bytes, as DynamoDB counts them): {sizes:?}");
 }

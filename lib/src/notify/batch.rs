@@ -6,14 +6,16 @@ use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How long a failed job waits before its next try, by how often it was received: 30 s,
+/// How long a failed job waits before its next try, by how often it was received: 5 s,
 /// doubling, at most 2 hours. With [`crate::app::MAX_RECEIVES`] (24) receives before the
-/// dead-letter queue, the outage budget is 30 s + 1 + 2 + 4 + 8 + 16 + 32 + 64 min (2 h 7 min
-/// 30 s over 8 tries) plus 16 tries 2 hours apart: about 34 hours. A Mattermost outage of up to
-/// a day loses nothing; its jobs go through when it is back.
+/// dead-letter queue, the outage budget is 5 s doubling over 11 tries (2 h 50 min) plus 12
+/// tries 2 hours apart: about 27 hours. A Mattermost outage of up to a day loses nothing; its
+/// jobs go through when it is back. The first retries are quick on purpose: a card whose create
+/// failed halfway is retried within the 30 s in which Mattermost still answers its
+/// `pending_post_id` with the post it made, so a busy channel never gets it twice.
 pub fn retry_delay(receive_count: u32) -> Duration {
     let doublings = receive_count.saturating_sub(1).min(16);
-    Duration::from_secs(30).saturating_mul(1 << doublings).min(Duration::from_secs(2 * 3600))
+    Duration::from_secs(5).saturating_mul(1 << doublings).min(Duration::from_secs(2 * 3600))
 }
 
 /// One queued message as the handler sees it, whatever queue it came from.
@@ -227,9 +229,9 @@ mod tests {
 
     #[test]
     fn the_retry_delays_add_up_to_more_than_a_day_within_the_receive_limit() {
-        assert_eq!(retry_delay(1), Duration::from_secs(30));
-        assert_eq!(retry_delay(2), Duration::from_secs(60));
-        assert_eq!(retry_delay(9), Duration::from_secs(2 * 3600));
+        assert_eq!(retry_delay(1), Duration::from_secs(5));
+        assert_eq!(retry_delay(2), Duration::from_secs(10));
+        assert_eq!(retry_delay(12), Duration::from_secs(2 * 3600));
         assert_eq!(retry_delay(100), Duration::from_secs(2 * 3600));
         let budget: Duration = (1..crate::app::MAX_RECEIVES).map(retry_delay).sum();
         assert!(budget > Duration::from_secs(24 * 3600), "{budget:?}");

@@ -139,6 +139,14 @@ pub trait Queue: Send + Sync {
     /// longer matches is not an error.
     async fn change_visibility(&self, receipt: &str, after: Duration) -> Result<(), QueueError>;
 
+    /// Called by the one process that consumes this queue as it starts: messages received by a
+    /// process that died (SIGKILL, power cut) become visible now instead of after their
+    /// visibility timeout, so that its half-done work resumes at once. Returns how many. SQS
+    /// has many consumers and cannot tell, so there this does nothing.
+    async fn release_in_flight(&self) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+
     /// The queue this one's messages go to after too many receives, if it has one (for
     /// `klaxon deliveries`, which lists and re-sends them).
     async fn dead_letter_queue(&self) -> Result<Option<std::sync::Arc<dyn Queue>>, QueueError>;

@@ -297,6 +297,21 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
+    async fn release_in_flight(&self) -> Result<u64, QueueError> {
+        let (name, now) = (self.name.clone(), now_ms());
+        let released = self
+            .db
+            .run(move |tx| {
+                tx.execute(
+                    "UPDATE queue_messages SET visible_at = ?2, receipt = NULL
+                     WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2",
+                    params![name, now],
+                )
+            })
+            .await?;
+        Ok(released as u64)
+    }
+
     fn in_transaction(&self, message: &OutgoingMessage) -> Option<crate::store::Write> {
         Some(crate::store::Write::Enqueue { queue: self.name.clone(), message: message.clone() })
     }
@@ -411,6 +426,31 @@ mod tests {
         assert_eq!(got[1].message_id, "m3", "sequence numbers continue after the deleted row");
         q.delete_batch(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_restart_resumes_what_a_killed_process_had_in_hand_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
+        let timers = SqliteQueue::open(db, "t", QueueKind::Standard, None).unwrap();
+        q.send(OutgoingMessage::fifo("in hand", "g", "job-1")).await.unwrap();
+        timers.send(OutgoingMessage::standard("later").delayed(Duration::from_secs(600))).await.unwrap();
+        let first = q.receive(ReceiveOptions::new(10, Duration::from_secs(300))).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(q.receive(ReceiveOptions::new(10, Duration::from_secs(300))).await.unwrap().is_empty());
+        // The process that received it dies; the next one starts.
+        assert_eq!(q.release_in_flight().await.unwrap(), 1);
+        let again = q.receive(ReceiveOptions::new(10, Duration::from_secs(300))).await.unwrap();
+        assert_eq!((again[0].body.as_str(), again[0].receive_count), ("in hand", 2));
+        q.delete(&first[0].receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), 1, "the dead process's receipt no longer deletes it");
+        assert_eq!(
+            timers.release_in_flight().await.unwrap(),
+            0,
+            "a delayed message was never received: it keeps its delay"
+        );
+        assert!(timers.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap().is_empty());
     }
 
     #[tokio::test]
