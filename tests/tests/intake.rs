@@ -558,6 +558,54 @@ async fn a_flood_of_repeats_is_applied_together_and_each_gets_its_own_answer(app
     assert!(jobs.len() < 64, "repeats were applied together: {} jobs", jobs.len());
 }
 
+/// Ten triggers of a key with no alert yet, all queued before the first is applied: the first
+/// opens the alert, the rest are repeats of it, and every one is answered (a request once went
+/// unanswered, as a 503, when the batch it was in had to open the alert first).
+#[tokio::test]
+async fn requests_queued_before_their_alert_exists_are_all_answered_sqlite() {
+    requests_queued_before_their_alert_exists_are_all_answered(klaxon_tests::embedded_app(CONFIG).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn requests_queued_before_their_alert_exists_are_all_answered_aws() {
+    let Some(app) = klaxon_tests::aws_app(CONFIG).await else { return };
+    requests_queued_before_their_alert_exists_are_all_answered(app).await;
+}
+
+async fn requests_queued_before_their_alert_exists_are_all_answered(app: TestApp) {
+    let intake = app.state.intake();
+    let event = |i: usize| klaxon::ingest::AlertEvent {
+        kind: klaxon::ingest::EventKind::Trigger,
+        source: "freezer".into(),
+        dedup_key: "queued:alert".into(),
+        summary: "queued".into(),
+        details: String::new(),
+        urgency: Urgency::High,
+        urgency_named: false,
+        actor: klaxon::domain::Actor::System,
+        at: jiff::Timestamp::now(),
+        alert_id: None,
+        delivery: Some(klaxon::ingest::DeliveryKey { key: format!("event:queued-{i}"), ttl_secs: 3600 }),
+    };
+    // `apply` queues its request before its first await, so on this single-threaded test
+    // runtime (plain `#[tokio::test]`) all ten are queued before the task that applies them
+    // (spawned by the first) runs.
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let (intake, event) = (intake.clone(), event(i));
+            tokio::spawn(async move { intake.apply(&event).await })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for c in calls {
+        counts.push(c.await.unwrap().expect("every request is answered").occurrences);
+    }
+    counts.sort();
+    assert_eq!(counts, (1..=10).collect::<Vec<u32>>());
+    let open = app.state.alerts().find_open("freezer", "queued:alert").await.unwrap().alert.unwrap().value;
+    assert_eq!(open.occurrences, 10);
+}
+
 /// Particle delivers at least once and a proxy may retry while the first attempt is still
 /// running: simultaneous copies of one delivery must count once, and every copy gets a 200.
 async fn the_same_delivery_arriving_concurrently_counts_once(app: TestApp) {

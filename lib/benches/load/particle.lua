@@ -7,6 +7,16 @@ local key = os.getenv("KEY") or "load-test-key-0123456789"
 local thread_id = 0
 local n = 0
 
+-- Each run and each thread draws its own random numbers (wrk starts every Lua state with the
+-- same seed, so without this a second run would resend the first run's bodies, which Klaxon
+-- answers as redeliveries).
+function init(args)
+  local f = io.open("/dev/urandom", "rb")
+  local b = f:read(4)
+  f:close()
+  math.randomseed(b:byte(1) + b:byte(2) * 256 + b:byte(3) * 65536 + b:byte(4) * 16777216)
+end
+
 function setup(thread)
   thread_id = thread_id + 1
   thread:set("tid", thread_id)

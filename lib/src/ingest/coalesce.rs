@@ -181,9 +181,13 @@ impl Intake {
                 if let Some(job) = &job {
                     self.outbox.hand_over(job).await;
                 }
+                // Not `zip`: it would take (and drop, unanswered) the first request after the
+                // answers run out.
                 let mut run = run.into_iter();
-                for (w, answer) in run.by_ref().zip(answers) {
-                    w.answer(Ok(answer));
+                for answer in answers {
+                    if let Some(w) = run.next() {
+                        w.answer(Ok(answer));
+                    }
                 }
                 run.collect()
             }
