@@ -390,18 +390,21 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: PathBuf) {
                 let _ = (job.work)(Step::Refuse(DbError::Commit("an earlier write in its group failed".into())));
                 continue;
             }
-            match (job.work)(Step::Run(&tx)) {
-                Ok(Some(reply)) => replies.push(reply),
-                Ok(None) => {}
-                Err(reply) => {
+            // A job that panics must not take the writer (and every later write) with it: its
+            // caller is told the writer dropped it, and the group is rolled back.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.work)(Step::Run(&tx)))) {
+                Ok(Ok(Some(reply))) => replies.push(reply),
+                Ok(Ok(None)) => {}
+                Ok(Err(reply)) => {
                     replies.push(reply);
                     broken = true;
                 }
+                Err(_) => broken = true,
             }
         }
         let failed = if broken {
             let _ = tx.rollback();
-            Some("a savepoint could not be closed, so the group was rolled back".to_string())
+            Some("a write in its group failed halfway, so the group was rolled back".to_string())
         } else {
             tx.commit().err().map(|e| e.to_string())
         };
@@ -472,6 +475,22 @@ mod tests {
         assert!(matches!(bad, Err(DbError::Sqlite(_))), "{bad:?}");
         let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let bad = db.run(|tx| -> rusqlite::Result<usize> {
+            tx.execute("INSERT INTO t (k) VALUES (1)", [])?;
+            panic!("a bug in a job")
+        });
+        assert!(matches!(bad.await, Err(DbError::Worker(_))));
+        db.run(|tx| tx.execute("INSERT INTO t (k) VALUES (2)", [])).await.unwrap();
+        let rows: Vec<i64> =
+            db.read(|tx| tx.prepare("SELECT k FROM t")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
+        assert_eq!(rows, vec![2], "the panicking job's write was rolled back");
     }
 
     #[tokio::test]

@@ -64,6 +64,13 @@ impl Pending {
         }
     }
 
+    /// Drops everything queued for `key` (each waiter then hears that intake stopped) and
+    /// releases the key.
+    fn abandon(&self, key: &str) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.remove(key);
+    }
+
     /// Everything queued for `key`; `None` (and the key is released) when nothing is.
     fn take(&self, key: &str) -> Option<Vec<Waiter>> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,6 +114,17 @@ impl Intake {
     }
 
     async fn lead(&self, key: String) {
+        // Should the leader fail (a panic), the requests still queued are answered with an
+        // error (their senders are dropped) and the key is freed for the next request.
+        struct Abandon<'a>(&'a Pending, &'a str);
+        impl Drop for Abandon<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.abandon(self.1);
+                }
+            }
+        }
+        let _guard = Abandon(&self.shared.pending, &key);
         while let Some(batch) = self.shared.pending.take(&key) {
             let deadline = batch.iter().filter_map(|w| w.deadline).min();
             match deadline {
