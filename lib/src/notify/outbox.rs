@@ -73,22 +73,24 @@ impl Outbox {
         }
     }
 
-    /// After the change carrying `job` committed: makes sure its subject's jobs are queued. The
-    /// embedded store queued it already. Otherwise they are sent now; when that fails they stay
-    /// in the outbox for the sweep (logged), and the change stands either way.
-    pub async fn hand_over(&self, job: &Job) {
+    /// After the change carrying `job` committed: makes sure its subject's jobs are queued, and
+    /// says how many it sent. The embedded store queued it already (0). Otherwise they are sent
+    /// now; when that fails they stay in the outbox for the sweep (logged, 0 sent), and the
+    /// change stands either way.
+    pub async fn hand_over(&self, job: &Job) -> usize {
         if self.direct {
-            return;
+            return 0;
         }
         let subject = job.subject_id();
         let sent = if job.is_first_of_subject() {
-            self.queue.send(job.to_message()).await.map_err(RelayError::from)
+            self.queue.send(job.to_message()).await.map(|()| 1).map_err(RelayError::from)
         } else {
-            self.send_pending(subject).await.map(|_| ())
+            self.send_pending(subject).await
         };
-        if let Err(e) = sent {
+        sent.unwrap_or_else(|e| {
             tracing::warn!(subject, error = %e, "could not queue notifications now; the outbox sweep will");
-        }
+            0
+        })
     }
 
     /// The notifier handled `job`: its outbox item (if any) is no longer needed.
@@ -109,15 +111,6 @@ impl Outbox {
             self.queue.send(job.to_message()).await?;
         }
         Ok(due.len())
-    }
-
-    /// Queues every pending job of one subject, oldest first, and removes each once queued.
-    /// Sending all of them (not only the newest) keeps a subject's jobs in order even after an
-    /// earlier relay failed.
-    pub async fn relay(&self, subject_id: &str) -> Result<usize, RelayError> {
-        let items = self.store.query_prefix(PK, &format!("{subject_id}#"), None).await?;
-        let due = readable_prefix(&items, None, usize::MAX);
-        self.send_all(&due).await
     }
 
     /// Queues pending jobs that are at least `min_age` old (younger ones are probably being
