@@ -16,8 +16,7 @@ use std::time::Duration;
 // found by `seq` (the message id and the receipt carry it), a FIFO queue is walked in `seq`
 // order, and only standard-queue messages (timers, which may be delayed) are indexed by when
 // they become visible.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS queue_messages (
+const MESSAGE_COLUMNS: &str = "(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
     message_id TEXT NOT NULL,
@@ -26,7 +25,11 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     visible_at INTEGER NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt TEXT
-);
+)";
+
+/// The messages table's indexes, and the deduplication table (the messages table itself is
+/// created from [`MESSAGE_COLUMNS`], which the upgrade below shares).
+const SCHEMA: &str = "
 DROP INDEX IF EXISTS queue_messages_ready;
 CREATE INDEX IF NOT EXISTS queue_messages_order ON queue_messages (queue, seq);
 CREATE INDEX IF NOT EXISTS queue_messages_timers ON queue_messages (queue, visible_at, seq) WHERE group_id IS NULL;
@@ -44,20 +47,10 @@ CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at)
 /// with what it found: a bound on a receive's cost, whatever the backlog.
 const MAX_WALK: usize = 5_000;
 
-/// Databases written before version 0.10 declared `message_id` and `receipt` UNIQUE (two
-/// indexes every message paid for); this rebuilds the table without them, keeping every
-/// message and the sequence. It runs once: afterwards the table's SQL has no UNIQUE.
+/// Databases written before the storms work (2026-11) declared `message_id` and `receipt`
+/// UNIQUE (two indexes every message paid for); this rebuilds the table without them, keeping
+/// every message and the sequence. It runs once: afterwards the table's SQL has no UNIQUE.
 const UPGRADE: &str = "
-CREATE TABLE queue_messages_upgraded (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    group_id TEXT,
-    visible_at INTEGER NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT
-);
 INSERT INTO queue_messages_upgraded SELECT seq, queue, message_id, body, group_id, visible_at, receive_count, receipt
     FROM queue_messages;
 UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'queue_messages')
@@ -77,9 +70,9 @@ pub(crate) fn create_tables(db: &Db) -> Result<(), DbError> {
             |r| r.get(0),
         )?;
         if old > 0 {
-            tx.execute_batch(UPGRADE)?;
+            tx.execute_batch(&format!("CREATE TABLE queue_messages_upgraded {MESSAGE_COLUMNS};{UPGRADE}"))?;
         }
-        tx.execute_batch(SCHEMA)
+        tx.execute_batch(&format!("CREATE TABLE IF NOT EXISTS queue_messages {MESSAGE_COLUMNS};{SCHEMA}"))
     })
 }
 
