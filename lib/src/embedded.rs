@@ -371,7 +371,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: PathBuf) {
                     .partition(|j| j.deadline.is_none() && now.duration_since(j.queued_at) >= BACKGROUND_BUSY_TIMEOUT);
                 group = waiting;
                 for job in stale {
-                    let _ = (job.work)(Step::Refuse(DbError::Sqlite(clone_busy(&e))));
+                    let _ = (job.work)(Step::Refuse(DbError::Deadline { path: path.clone() }));
                 }
                 continue;
             }
@@ -419,13 +419,6 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: PathBuf) {
 
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-}
-
-fn clone_busy(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, message) => rusqlite::Error::SqliteFailure(*code, message.clone()),
-        other => rusqlite::Error::InvalidParameterName(other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -67,12 +67,12 @@ at_end=$(cards)
 # Every new alert gets one card; repeats of one alert share one card.
 [ "$MODE" = "new" ] && expected=$accepted || expected=1
 while [ "$(cards)" -lt $(( before + expected )) ]; do
-  if (( $(echo "$(date +%s.%N) - $ended > $DRAIN_LIMIT" | bc) )); then break; fi
+  if awk -v now="$(date +%s.%N)" -v end="$ended" -v lim="$DRAIN_LIMIT" 'BEGIN { exit !(now - end > lim) }'; then break; fi
   sleep 0.2
 done
 done_at=$(date +%s.%N)
 got=$(( $(cards) - before ))
-after=$(echo "$done_at - $ended" | bc)
-echo "cards: $got of $expected expected ($(( at_end - before )) at the storm's end), the last $(printf '%.1f' "$after") s after the storm's end;" \
-  "$(echo "scale=0; $got / ($DURATION + $after)" | bc) cards/s over the whole run"
+after=$(awk -v a="$done_at" -v b="$ended" 'BEGIN { printf "%.1f", a - b }')
+echo "cards: $got of $expected expected ($(( at_end - before )) at the storm's end), the last $after s after the storm's end;" \
+  "$(awk -v g="$got" -v d="$DURATION" -v a="$after" 'BEGIN { printf "%d", g / (d + a) }') cards/s over the whole run"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); database $(du -sh "$DIR/data" | cut -f1)"

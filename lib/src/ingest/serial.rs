@@ -1,10 +1,8 @@
-//! Serialises work on one alert inside this process.
-//!
-//! Sixty-four senders repeating one alert would otherwise all read version 7, all try to write
-//! version 8, and all but one retry, again and again. Taking a lock per alert key first makes
-//! them queue instead: each reads the previous one's write and succeeds at once. Other
+//! Serialises changes people make to one alert (assigning, snoozing: [`super::apply::Intake::change`])
+//! inside this process, so that concurrent ones queue instead of colliding and retrying. Events
+//! from sources are serialised, and repeats applied together, by [`super::coalesce`]. Other
 //! processes (more Lambda instances) still collide now and then; the optimistic retry with
-//! backoff in [`super::apply`] handles those.
+//! backoff handles those.
 
 use std::hash::{BuildHasher, Hash};
 use tokio::sync::{Mutex, MutexGuard};
