@@ -211,3 +211,38 @@ async fn a_new_alert_costs_at_most_three_sequential_round_trips() {
     }
     println!("alert item sizes (bytes, as DynamoDB counts them): {sizes:?}");
 }
+
+/// Under throttling DynamoDB answers part of a `BatchGetItem` and returns the rest as
+/// `UnprocessedKeys` (moto never does): the store asks again for those, and gives up with an
+/// error, not with items missing, when they stay unprocessed.
+#[tokio::test]
+async fn a_batch_read_asks_again_for_unprocessed_keys_and_fails_if_they_stay() {
+    let Some((app, proxy)) = klaxon_tests::aws_app_with_faults(CONFIG).await else { return };
+    let klaxon::app::StorageDescription::Aws { table } = app.state.storage.clone() else { unreachable!() };
+    let store = app.state.store.clone();
+    store.put(Item::new("a", "1", "first"), Condition::Absent).await.unwrap();
+    store.put(Item::new("b", "1", "second"), Condition::Absent).await.unwrap();
+    let keys = vec![
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "1".to_string()),
+        ("c".to_string(), "1".to_string()),
+    ];
+    let unprocessed = json!({
+        "Responses": { table.clone(): [] },
+        "UnprocessedKeys": { table.clone(): {
+            "Keys": [ { "pk": { "S": "a" }, "sk": { "S": "1" } }, { "pk": { "S": "b" }, "sk": { "S": "1" } } ],
+            "ConsistentRead": true
+        } }
+    });
+    let before = proxy.calls("BatchGetItem");
+    proxy.fail_next("BatchGetItem", 1, 200, "BatchGetItemOutput", unprocessed.clone());
+    let got = store.get_many(&keys).await.unwrap();
+    let data: Vec<Option<&str>> = got.iter().map(|i| i.as_ref().map(|i| i.data.as_str())).collect();
+    assert_eq!(data, [Some("first"), Some("second"), None], "asked again, in the order asked");
+    assert_eq!(proxy.calls("BatchGetItem") - before, 2);
+
+    proxy.fail_next("BatchGetItem", 10, 200, "BatchGetItemOutput", unprocessed);
+    let err = store.get_many(&keys).await.unwrap_err();
+    assert!(err.to_string().contains("unprocessed"), "{err}");
+    assert_eq!(proxy.pending_faults(), 0, "every attempt was made");
+}

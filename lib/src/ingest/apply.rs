@@ -293,20 +293,24 @@ impl Intake {
 
     /// What earlier deliveries of these events were answered (`None` for a first delivery or
     /// an event without a delivery key), in one read.
-    pub(super) async fn seen_many(&self, events: &[AlertEvent]) -> Result<Vec<Option<IntakeResult>>, RepoError> {
-        let keys: Vec<(String, String)> = events
-            .iter()
-            .filter_map(|e| e.delivery.as_ref().map(|d| (seen_pk(&e.source, &d.key), "seen".to_string())))
-            .collect();
-        let mut found = if keys.is_empty() { Vec::new() } else { self.store.get_many(&keys).await? }.into_iter();
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            out.push(match e.delivery.as_ref().and_then(|_| found.next()).flatten() {
-                None => None,
-                Some(item) => Some(decode::<IntakeResult>(&item, "delivery record")?.value),
-            });
-        }
-        Ok(out)
+    async fn seen_many(&self, events: &[AlertEvent]) -> Result<Vec<Option<IntakeResult>>, RepoError> {
+        let keys = delivery_keys(events);
+        let found = if keys.is_empty() { Vec::new() } else { self.store.get_many(&keys).await? };
+        answered(events, found.into_iter())
+    }
+
+    /// One batch read of the item under `key` (the open-alert index) together with what earlier
+    /// deliveries of `events` were answered: a trigger's, or a run of repeats', first round trip.
+    pub(super) async fn read_with_deliveries(
+        &self,
+        key: (String, String),
+        events: &[AlertEvent],
+    ) -> Result<(Option<Item>, Vec<Option<IntakeResult>>), RepoError> {
+        let mut keys = vec![key];
+        keys.extend(delivery_keys(events));
+        let mut found = self.store.get_many(&keys).await?.into_iter();
+        let item = found.next().flatten();
+        Ok((item, answered(events, found)?))
     }
 
     async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
@@ -322,8 +326,6 @@ impl Intake {
     /// needs only its transaction and its hand-over to the queue.
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
         let open_key = AlertRepo::open_key(&event.source, &event.dedup_key);
-        let mut keys = vec![open_key];
-        keys.extend(event.delivery.as_ref().map(|d| (seen_pk(&event.source, &d.key), "seen".to_string())));
         let maintenance = crate::repo::maintenance::MaintenanceRepo::new(self.store.clone());
         let numbers = async {
             match self.shared.numbers.prefetches() && reserved_id.is_none() {
@@ -332,14 +334,12 @@ impl Intake {
             }
         };
         let (found, held, refilled) = tokio::join!(
-            self.store.get_many(&keys),
+            self.read_with_deliveries(open_key, std::slice::from_ref(event)),
             crate::escalation::windows::holding(&self.config, &maintenance, &event.source, event.at),
             numbers
         );
-        let mut found = found?.into_iter();
-        let (pointer, seen) = (found.next().flatten(), found.next().flatten());
-        if let Some(item) = seen {
-            let previous = decode::<IntakeResult>(&item, "delivery record")?.value;
+        let (pointer, seen) = found?;
+        if let Some(previous) = seen.into_iter().next().flatten() {
             return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
         }
         refilled?;
@@ -452,6 +452,29 @@ impl Intake {
         writes.extend(seen_write(event, result));
         (job, writes)
     }
+}
+
+/// The keys of the delivery records of those `events` that have a delivery key, in order.
+fn delivery_keys(events: &[AlertEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| e.delivery.as_ref().map(|d| (seen_pk(&e.source, &d.key), "seen".to_string())))
+        .collect()
+}
+
+/// Each event's earlier answer, from the items read under [`delivery_keys`] (in that order).
+fn answered(
+    events: &[AlertEvent],
+    mut found: impl Iterator<Item = Option<Item>>,
+) -> Result<Vec<Option<IntakeResult>>, RepoError> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        out.push(match e.delivery.as_ref().and_then(|_| found.next()).flatten() {
+            None => None,
+            Some(item) => Some(decode::<IntakeResult>(&item, "delivery record")?.value),
+        });
+    }
+    Ok(out)
 }
 
 /// The record that answers a later delivery of `event` with `result` (none without a delivery

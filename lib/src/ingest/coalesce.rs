@@ -21,12 +21,15 @@ use crate::backoff::Backoff;
 use crate::embedded::{current_deadline, with_deadline_at};
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::RepoError;
+use crate::repo::alerts::AlertRepo;
 use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 /// Most requests applied as one change: each adds a delivery record to the transaction, which
 /// holds at most 100 writes (the alert, its index and its job come first).
 const MAX_RUN: usize = 90;
+// A run's first read asks for its delivery records and the open-alert index in one batch.
+const _: () = assert!(MAX_RUN < crate::store::MAX_BATCH_GET);
 
 type Answer = Result<IntakeResult, IntakeError>;
 
@@ -216,8 +219,9 @@ impl Intake {
     /// and the job of the change, if it wrote one.
     async fn try_repeat_run(&self, events: &[AlertEvent]) -> Result<(Vec<IntakeResult>, Option<Job>), RepoError> {
         let first = &events[0];
-        let seen = self.seen_many(events).await?;
-        let open = self.alerts.find_open(&first.source, &first.dedup_key).await?;
+        let open_key = AlertRepo::open_key(&first.source, &first.dedup_key);
+        let (pointer, seen) = self.read_with_deliveries(open_key, events).await?;
+        let open = self.alerts.resolve_open(pointer).await?;
         let Some(read) = open.alert else { return Ok((Vec::new(), None)) };
         let window = self.config.source(&first.source).map(|s| s.grouping_window()).unwrap_or_default();
         let window = jiff::SignedDuration::try_from(window).unwrap_or_default();
