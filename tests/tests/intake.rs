@@ -488,22 +488,25 @@ async fn malformed_particle_requests_get_exact_errors(app: TestApp) {
     nothing_stored(&app).await;
 }
 
+/// Sends a Particle form post to source `freezer` on a task of its own (so that many run at
+/// once): its status and JSON answer.
+fn spawn_particle(app: &TestApp, body: String) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let state = app.state.clone();
+    tokio::spawn(async move {
+        let req = Request::post("/hooks/particle/freezer")
+            .header("content-type", FORM)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::from(body))
+            .unwrap();
+        klaxon_tests::route(&state, req).await
+    })
+}
+
 async fn concurrent_triggers_for_one_key_make_one_alert(app: TestApp) {
-    let calls: Vec<_> = (0..6)
-        .map(|i| {
-            let state = app.state.clone();
-            tokio::spawn(async move {
-                let req = Request::post("/hooks/particle/freezer")
-                    .header("content-type", FORM)
-                    .header("authorization", format!("Bearer {KEY}"))
-                    .body(Body::from(format!("event=ALERT&coreid=race&published_at=t{i}")))
-                    .unwrap();
-                klaxon::http::all(state).oneshot(req).await.unwrap().status()
-            })
-        })
-        .collect();
+    let calls: Vec<_> =
+        (0..6).map(|i| spawn_particle(&app, format!("event=ALERT&coreid=race&published_at=t{i}"))).collect();
     for c in calls {
-        assert_eq!(c.await.unwrap(), StatusCode::OK);
+        assert_eq!(c.await.unwrap().0, StatusCode::OK);
     }
     let open = app.state.alerts().find_open("freezer", "race:alert").await.unwrap().alert.unwrap().value;
     assert_eq!(open.occurrences, 6, "every trigger counted once, in one alert");
@@ -523,24 +526,13 @@ async fn concurrent_triggers_for_one_key_make_one_alert(app: TestApp) {
 /// queued (repeats applied together announce themselves once).
 async fn a_flood_of_repeats_is_applied_together_and_each_gets_its_own_answer(app: TestApp) {
     let calls: Vec<_> = (0..64)
-        .map(|i| {
-            let state = app.state.clone();
-            tokio::spawn(async move {
-                let req = Request::post("/hooks/particle/freezer")
-                    .header("content-type", FORM)
-                    .header("authorization", format!("Bearer {KEY}"))
-                    .body(Body::from(format!("event=ALERT&coreid=flood&published_at=t{i}&PARTICLE_EVENT_ID=f{i}")))
-                    .unwrap();
-                let res = klaxon::http::all(state).oneshot(req).await.unwrap();
-                assert_eq!(res.status(), StatusCode::OK);
-                let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap()["occurrences"].as_u64().unwrap()
-            })
-        })
+        .map(|i| spawn_particle(&app, format!("event=ALERT&coreid=flood&published_at=t{i}&PARTICLE_EVENT_ID=f{i}")))
         .collect();
     let mut counts = Vec::new();
     for c in calls {
-        counts.push(c.await.unwrap());
+        let (status, json) = c.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{json}");
+        counts.push(json["occurrences"].as_u64().unwrap());
     }
     counts.sort();
     assert_eq!(counts, (1..=64).collect::<Vec<u64>>(), "each request has its own occurrence");
