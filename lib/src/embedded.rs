@@ -35,6 +35,8 @@ const BACKGROUND_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const LOCK_SLICE: Duration = Duration::from_millis(50);
 /// Most jobs in one transaction: bounds how long a group holds the others' answers.
 const MAX_GROUP: usize = 512;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 8;
 
@@ -301,6 +303,9 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     // before we acknowledge it ("nothing accepted is ever lost").
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(open_err)?;
     conn.busy_timeout(BACKGROUND_BUSY_TIMEOUT).map_err(open_err)?;
+    // Room for every statement Klaxon runs (rusqlite keeps 16 by default), so none is compiled
+    // again because others pushed it out.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -419,6 +424,23 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: PathBuf) {
 
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// How often `sql` was compiled again when run in three read transactions, one after the other,
+/// on a connection of its own to `db`'s file, with `params` bound each time.
+///
+/// SQLite recompiles a statement whose plan may depend on a bound value (a bound `LIMIT`, or
+/// `col = ?` beside `ORDER BY`) every time that value is bound, which a hot statement cannot
+/// afford: its tests check this is 0.
+#[cfg(test)]
+pub(crate) fn recompilations(db: &Db, sql: &str, params: &[&dyn rusqlite::ToSql]) -> i32 {
+    let mut conn = open_connection(&db.path).expect("a test database opens");
+    for _ in 0..3 {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).expect("a read transaction begins");
+        let mut stmt = tx.prepare_cached(sql).expect("the statement compiles");
+        stmt.query(params).expect("the statement runs").next().expect("a row is read");
+    }
+    conn.prepare_cached(sql).expect("the statement is cached").get_status(rusqlite::StatementStatus::RePrepare)
 }
 
 #[cfg(test)]

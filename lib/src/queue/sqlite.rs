@@ -47,6 +47,16 @@ CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at)
 /// with what it found: a bound on a receive's cost, whatever the backlog.
 const MAX_WALK: usize = 5_000;
 
+// The receive walks. `queue = ?1 COLLATE BINARY` (the same comparison as `queue = ?1`): the
+// plain form beside `ORDER BY` made SQLite compile the statement again every time the name was
+// bound, on every receive.
+const RECEIVE_FIFO: &str = "SELECT seq, body, group_id, receive_count, visible_at
+     FROM queue_messages INDEXED BY queue_messages_order
+     WHERE queue = ?1 COLLATE BINARY ORDER BY seq";
+const RECEIVE_STANDARD: &str = "SELECT seq, body, group_id, receive_count, visible_at
+     FROM queue_messages INDEXED BY queue_messages_timers
+     WHERE queue = ?1 COLLATE BINARY AND group_id IS NULL AND visible_at <= ?2 ORDER BY visible_at, seq";
+
 /// Databases written before the storms work (2026-11) declared `message_id` and `receipt`
 /// UNIQUE (two indexes every message paid for); this rebuilds the table without them, keeping
 /// every message and the sequence. It runs once: afterwards the table's SQL has no UNIQUE.
@@ -198,16 +208,8 @@ impl SqliteQueue {
             // Both walk an index in delivery order and stop after a batch: no sort, whatever
             // the backlog.
             let mut stmt = tx.prepare_cached(match self.kind {
-                QueueKind::Fifo => {
-                    "SELECT seq, body, group_id, receive_count, visible_at
-                     FROM queue_messages INDEXED BY queue_messages_order
-                     WHERE queue = ?1 ORDER BY seq"
-                }
-                QueueKind::Standard => {
-                    "SELECT seq, body, group_id, receive_count, visible_at
-                     FROM queue_messages INDEXED BY queue_messages_timers
-                     WHERE queue = ?1 AND group_id IS NULL AND visible_at <= ?2 ORDER BY visible_at, seq"
-                }
+                QueueKind::Fifo => RECEIVE_FIFO,
+                QueueKind::Standard => RECEIVE_STANDARD,
             })?;
             let mut rows = match self.kind {
                 QueueKind::Fifo => stmt.query(params![self.name])?,
@@ -381,6 +383,23 @@ impl Queue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_receive_walks_are_compiled_once_whatever_is_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let fifo = SqliteQueue::open(db.clone(), "f", QueueKind::Fifo, None).unwrap();
+        fifo.send(OutgoingMessage::fifo("m", "g", "d")).await.unwrap();
+        let timers = SqliteQueue::open(db.clone(), "t", QueueKind::Standard, None).unwrap();
+        timers.send(OutgoingMessage::standard("m")).await.unwrap();
+        assert_eq!(crate::embedded::recompilations(&db, RECEIVE_FIFO, &[&"f"]), 0, "FIFO receive recompiled");
+        let now = i64::MAX;
+        assert_eq!(
+            crate::embedded::recompilations(&db, RECEIVE_STANDARD, &[&"t", &now]),
+            0,
+            "timer receive recompiled"
+        );
+    }
 
     #[tokio::test]
     async fn a_dedup_id_stays_remembered_after_its_message_is_deleted() {

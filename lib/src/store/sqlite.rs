@@ -21,6 +21,19 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
+/// One page of a partition's live items under a sort-key prefix, in key order.
+///
+/// substr() compares bytes of the UTF-8 text with the BINARY collation, which orders exactly as
+/// DynamoDB orders string sort keys. Written so that SQLite never compiles it again (a
+/// maintenance lookup runs it on every trigger): no `LIMIT ?` (the caller stops reading), and
+/// `pk = ?1 COLLATE BINARY` rather than `pk = ?1`, which beside `ORDER BY` made SQLite recompile
+/// it every time the key was bound. The plan is the same: a range of the primary key.
+const QUERY_PAGE: &str = "SELECT pk, sk, version, data, expires_at FROM items
+     WHERE pk = ?1 COLLATE BINARY AND substr(sk, 1, length(?2)) = ?2
+       AND (?4 IS NULL OR sk > ?4)
+       AND (expires_at IS NULL OR expires_at > ?3)
+     ORDER BY sk";
+
 #[derive(Clone)]
 pub struct SqliteStore {
     db: Db,
@@ -147,21 +160,12 @@ impl Store for SqliteStore {
         check_key(pk, prefix)?;
         let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
         let after = start_after.map(str::to_string);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let items = self
             .db
             .read(move |tx| {
-                // substr() compares bytes of the UTF-8 text with the BINARY collation, which
-                // orders exactly as DynamoDB orders string sort keys.
-                let mut stmt = tx.prepare_cached(
-                    "SELECT pk, sk, version, data, expires_at FROM items
-                     WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
-                       AND (?5 IS NULL OR sk > ?5)
-                       AND (expires_at IS NULL OR expires_at > ?3)
-                     ORDER BY sk LIMIT ?4",
-                )?;
-                let rows = stmt.query_map(params![pk, prefix, now, limit, after], row_to_item)?;
-                rows.collect::<rusqlite::Result<Vec<Item>>>()
+                let mut stmt = tx.prepare_cached(QUERY_PAGE)?;
+                let rows = stmt.query_map(params![pk, prefix, now, after], row_to_item)?;
+                rows.take(limit).collect::<rusqlite::Result<Vec<Item>>>()
             })
             .await?;
         Ok(items)
@@ -221,5 +225,22 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Item;
+
+    #[tokio::test]
+    async fn a_page_query_is_compiled_once_whatever_is_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let store = SqliteStore::new(db.clone()).unwrap();
+        store.put(Item::new("held#k", "w1", "{}".to_string()), Condition::None).await.unwrap();
+        let after: Option<String> = None;
+        let recompiled = crate::embedded::recompilations(&db, QUERY_PAGE, &[&"held#k", &"", &0i64, &after]);
+        assert_eq!(recompiled, 0, "SQLite recompiled the page query on each run");
     }
 }
