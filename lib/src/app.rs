@@ -223,7 +223,7 @@ impl AppState {
     pub fn notifier(&self) -> Notifier {
         Notifier::new(crate::notify::notifier::NotifierParts {
             config: self.config.clone(),
-            alerts: self.alerts(),
+            store: self.store.clone(),
             incidents: self.incidents(),
             oauth: self.oauth(),
             deliveries: self.deliveries(),

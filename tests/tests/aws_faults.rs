@@ -203,6 +203,9 @@ async fn a_new_alert_costs_at_most_three_sequential_round_trips() {
     klaxon_tests::drain_notify_queue(&app.state).await;
     let notifier: Vec<String> = proxy.calls_since(mark).into_iter().map(|c| c.operation).collect();
     println!("notifier, 3 jobs (no Mattermost configured): {notifier:?}");
+    // Each job reads its delivery record, its alert and its card in one batch.
+    let reads: Vec<&String> = notifier.iter().filter(|op| op.ends_with("GetItem")).collect();
+    assert_eq!(reads, ["BatchGetItem"; 3], "one batch read per job: {notifier:?}");
     assert_eq!(app.state.outbox().pending().await.unwrap(), 0, "the notifier cleared what it handled");
     let mut sizes = Vec::new();
     for id in ["ALR-1", "ALR-2"] {

@@ -44,7 +44,8 @@ pub const REPEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Notifier {
     pub(super) config: Arc<Config>,
-    alerts: AlertRepo,
+    /// For reading a job's records together (the repositories below sit on the same store).
+    store: Arc<dyn crate::store::Store>,
     pub(super) incidents: IncidentRepo,
     /// Connected users' tokens (`/incident connect`): their channels are created as them.
     pub(super) oauth: Option<crate::repo::oauth::OAuthRepo>,
@@ -61,7 +62,7 @@ pub struct Notifier {
 /// Where Notifier's repositories and clients come from.
 pub struct NotifierParts {
     pub config: Arc<Config>,
-    pub alerts: AlertRepo,
+    pub store: Arc<dyn crate::store::Store>,
     pub incidents: IncidentRepo,
     pub oauth: Option<crate::repo::oauth::OAuthRepo>,
     pub deliveries: DeliveryRepo,
@@ -130,7 +131,7 @@ impl Notifier {
     pub fn new(p: NotifierParts) -> Self {
         Notifier {
             config: p.config,
-            alerts: p.alerts,
+            store: p.store,
             incidents: p.incidents,
             oauth: p.oauth,
             deliveries: p.deliveries,
@@ -144,20 +145,34 @@ impl Notifier {
 
     /// `retried`: the job was received before (a previous attempt may have posted its reply).
     async fn notify(&self, job: &NotifyJob, retried: bool) -> Result<(), JobError> {
-        if self.deliveries.get(&job.job_id).await?.is_some() {
+        let id = match &job.subject {
+            Subject::Alert { id } => id,
+            Subject::Incident { id } => {
+                if self.deliveries.get(&job.job_id).await?.is_some() {
+                    tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
+                    return Ok(());
+                }
+                return self.notify_incident(job, id).await;
+            }
+        };
+        // Everything an alert's job starts from, in one batch read: one round trip on DynamoDB,
+        // one read transaction on SQLite.
+        let keys = [DeliveryRepo::key(&job.job_id), AlertRepo::key(id), CardRepo::key(id)];
+        let [delivery, alert, card]: [Option<crate::store::Item>; 3] = self
+            .store
+            .get_many(&keys)
+            .await
+            .map_err(RepoError::from)?
+            .try_into()
+            .map_err(|_| JobError::Transient("the store answered a batch read with the wrong count".into()))?;
+        if DeliveryRepo::read(delivery, &job.job_id)?.is_some() {
             tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
             return Ok(());
         }
-        let alert = match &job.subject {
-            Subject::Alert { id } => {
-                self.alerts
-                    .get(id)
-                    .await?
-                    .ok_or_else(|| JobError::Poison(format!("alert {id} of job {} does not exist", job.job_id)))?
-                    .value
-            }
-            Subject::Incident { id } => return self.notify_incident(job, id).await,
-        };
+        let alert = AlertRepo::read(alert, id)?
+            .ok_or_else(|| JobError::Poison(format!("alert {id} of job {} does not exist", job.job_id)))?
+            .value;
+        let card = CardRepo::read(card, id)?;
         if let Some(window) = &alert.held {
             let why = format!(
                 "held by maintenance window {window}; the alert is posted when the window ends if it is still open"
@@ -178,7 +193,6 @@ impl Notifier {
         // The card lives where the alert's trigger was routed. An event routed elsewhere still
         // brings the card up to date, and gets a post of its own in its channel.
         // Read once: the card decides where the card lives and is where its update starts.
-        let card = self.cards.get(&alert.id).await?;
         let card_channel = self.card_channel(&alert, card.as_ref());
         let card_here = card_channel.is_some() && card_channel == dest.channel_id;
         if let Some(card_id) = card_channel.as_ref().filter(|_| !card_here) {

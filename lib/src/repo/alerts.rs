@@ -29,10 +29,17 @@ impl AlertRepo {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<Alert>>, RepoError> {
-        match self.store.get(&alert_pk(id), "alert").await? {
-            None => Ok(None),
-            Some(item) => decode(&item, &format!("alert {id}")).map(Some),
-        }
+        Self::read(self.store.get(&alert_pk(id), "alert").await?, id)
+    }
+
+    /// The key of alert `id`, for reading it together with other items.
+    pub fn key(id: &str) -> (String, String) {
+        (alert_pk(id), "alert".to_string())
+    }
+
+    /// The alert read under [`AlertRepo::key`].
+    pub fn read(item: Option<Item>, id: &str) -> Result<Option<Versioned<Alert>>, RepoError> {
+        item.map(|item| decode(&item, &format!("alert {id}"))).transpose()
     }
 
     /// The open-alert index for (source, dedup key): the alert it points at, if still open, and

@@ -41,10 +41,17 @@ impl CardRepo {
     }
 
     pub async fn get(&self, alert_id: &str) -> Result<Option<Versioned<Card>>, RepoError> {
-        match self.store.get(&pk(alert_id), "card").await? {
-            None => Ok(None),
-            Some(item) => decode(&item, &format!("card of {alert_id}")).map(Some),
-        }
+        Self::read(self.store.get(&pk(alert_id), "card").await?, alert_id)
+    }
+
+    /// The key of `alert_id`'s card, for reading it together with other items.
+    pub fn key(alert_id: &str) -> (String, String) {
+        (pk(alert_id), "card".to_string())
+    }
+
+    /// The card read under [`CardRepo::key`].
+    pub fn read(item: Option<Item>, alert_id: &str) -> Result<Option<Versioned<Card>>, RepoError> {
+        item.map(|item| decode(&item, &format!("card of {alert_id}"))).transpose()
     }
 
     /// Claims the card for `channel_id`; `Conflict` when someone else holds a claim already.

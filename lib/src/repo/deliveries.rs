@@ -46,10 +46,17 @@ impl DeliveryRepo {
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<DeliveryRecord>, RepoError> {
-        match self.store.get(&pk(job_id), "delivery").await? {
-            None => Ok(None),
-            Some(item) => super::decode(&item, &format!("delivery {job_id}")).map(|v| Some(v.value)),
-        }
+        Self::read(self.store.get(&pk(job_id), "delivery").await?, job_id)
+    }
+
+    /// The key of `job_id`'s record, for reading it together with other items.
+    pub fn key(job_id: &str) -> (String, String) {
+        (pk(job_id), "delivery".to_string())
+    }
+
+    /// The record read under [`DeliveryRepo::key`].
+    pub fn read(item: Option<Item>, job_id: &str) -> Result<Option<DeliveryRecord>, RepoError> {
+        item.map(|item| super::decode(&item, &format!("delivery {job_id}")).map(|v| v.value)).transpose()
     }
 
     /// Records the outcome once. Returns `false` when the job was already recorded (a retry).
