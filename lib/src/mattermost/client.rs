@@ -2,7 +2,9 @@
 //! "retry later" and "record why and move on".
 
 use super::error::MattermostError;
-use super::types::{AppError, Channel, CreateChannel, CreatePost, Post, Team, TokenResponse, User, WebhookPost};
+use super::types::{
+    AppError, Channel, CreateChannel, CreatePost, Post, PostId, Team, TokenResponse, User, WebhookPost,
+};
 use crate::config::Secret;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -101,7 +103,7 @@ impl Mattermost {
 
     /// `POST /api/v4/posts` (201 with the post; the same post again for a repeated
     /// `pending_post_id` within 30 s).
-    pub async fn create_post(&self, post: &CreatePost) -> Result<Post, MattermostError> {
+    pub async fn create_post(&self, post: &CreatePost) -> Result<PostId, MattermostError> {
         let req = self.authed(self.http.post(self.url("/api/v4/posts?set_online=false")).json(post))?;
         let res = send(req).await?;
         json(res, Call { what: "post", channel: Some(&post.channel_id) }).await
@@ -116,7 +118,7 @@ impl Mattermost {
         channel_id: &str,
         message: &str,
         props: &serde_json::Value,
-    ) -> Result<Post, MattermostError> {
+    ) -> Result<PostId, MattermostError> {
         let body = serde_json::json!({ "message": message, "props": props });
         let req = self.authed(self.http.put(self.url(&format!("/api/v4/posts/{post_id}/patch"))).json(&body))?;
         let res = send(req).await?;

@@ -8,4 +8,6 @@ pub mod types;
 
 pub use client::Mattermost;
 pub use error::MattermostError;
-pub use types::{Attachment, Channel, CreateChannel, CreatePost, Field, Post, Team, TokenResponse, User, WebhookPost};
+pub use types::{
+    Attachment, Channel, CreateChannel, CreatePost, Field, Post, PostId, Team, TokenResponse, User, WebhookPost,
+};

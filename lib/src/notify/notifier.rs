@@ -450,10 +450,10 @@ impl Notifier {
         };
         // The post id is not known before the create: these buttons are signed for "the card".
         let (message, attachment) = card::render_with_buttons(alert, self.buttons.as_ref(), "");
-        let post = match existing {
+        let post_id = match existing {
             Some(post) => {
                 tracing::info!(alert_id = %alert.id, post_id = %post.id, "found the card created before a crash; adopting it");
-                post
+                post.id
             }
             None => {
                 let create = CreatePost {
@@ -464,7 +464,7 @@ impl Notifier {
                     pending_post_id: format!("klaxon-card-{}", alert.id),
                 };
                 match with_retries(|| mm.create_post(&create)).await {
-                    Ok(post) => post,
+                    Ok(created) => created.id,
                     Err(e) if !e.is_transient() => {
                         // Gone for good (e.g. the bot is not in the channel): free the claim so
                         // that the alert's next event tries again, once an admin fixed it.
@@ -480,7 +480,7 @@ impl Notifier {
         let rendered_revision = if fresh { alert.revision } else { 0 };
         let card = Card {
             channel_id,
-            post_id: Some(post.id),
+            post_id: Some(post_id),
             claimed_at: claim.value.claimed_at,
             rendered_revision,
             updated_at: Some(jiff::Timestamp::now()),
