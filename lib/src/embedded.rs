@@ -357,8 +357,6 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The writer thread: takes every waiting job, runs them in one transaction, commits, answers.
-/// It ends when every [`Db`] handle is gone.
 /// Copies committed pages from the WAL into the database file beside the writer, so that the
 /// writer (the one thread every write waits for) seldom does it itself. It runs after commits,
 /// at most every [`CHECKPOINT_EVERY`], and stops when the writer does. A checkpoint that finds
@@ -379,6 +377,8 @@ fn checkpoint_loop(conn: Connection, commits: mpsc::Receiver<()>) {
     }
 }
 
+/// The writer thread: takes every waiting job, runs them in one transaction, commits, answers,
+/// and tells the checkpointer (`committed`). It ends when every [`Db`] handle is gone.
 fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()>, path: PathBuf) {
     if let Err(e) = conn.query_row(&format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}"), [], |_| Ok(())) {
         tracing::warn!(error = %e, "cannot set the writer's checkpoint threshold; SQLite's default applies");

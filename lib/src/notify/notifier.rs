@@ -158,13 +158,12 @@ impl Notifier {
         // Everything an alert's job starts from, in one batch read: one round trip on DynamoDB,
         // one read transaction on SQLite.
         let keys = [DeliveryRepo::key(&job.job_id), AlertRepo::key(id), CardRepo::key(id)];
-        let [delivery, alert, card]: [Option<crate::store::Item>; 3] = self
-            .store
-            .get_many(&keys)
-            .await
-            .map_err(RepoError::from)?
-            .try_into()
-            .map_err(|_| JobError::Transient("the store answered a batch read with the wrong count".into()))?;
+        let [delivery, alert, card]: [Option<crate::store::Item>; 3] =
+            self.store.get_many(&keys).await.map_err(RepoError::from)?.try_into().map_err(|_| {
+                JobError::Transient(
+                    "the store answered a batch read with a wrong number of items; the job is retried".into(),
+                )
+            })?;
         if DeliveryRepo::read(delivery, &job.job_id)?.is_some() {
             tracing::info!(job_id = %job.job_id, "job already handled; redelivery ignored");
             return Ok(());
