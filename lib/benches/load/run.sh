@@ -22,11 +22,10 @@ kind = "particle"
 token = "load-test-key-0123456789"
 grouping_window = "24h"
 TOML
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-RUST_LOG=error target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
-PID=$!
+PID=""
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 1 50); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
+source lib/benches/load/serve.sh
+start_klaxon error
 echo "klaxon serve on 127.0.0.1:$PORT, ${DURATION}s per run, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for mode in new repeat; do
   for c in 1 8 64; do

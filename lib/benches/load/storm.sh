@@ -50,10 +50,8 @@ kind = "mattermost"
 token = "load-test-mattermost-token0"
 grouping_window = "24h"
 TOML
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-RUST_LOG=warn target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 50); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
+source lib/benches/load/serve.sh
+start_klaxon warn
 cards() { tail -1 "$DIR/fake.log" | sed 's/.*cards=//'; }
 echo "storm: ${SOURCE} ${MODE} alerts from ${SENDERS} senders for ${DURATION}s; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 threads=$(( SENDERS < 2 ? 1 : 2 ))

@@ -1,0 +1,16 @@
+# Shared by run.sh and storm.sh (sourced): starts the release `klaxon serve` on a free loopback
+# port with the configuration "$DIR/klaxon.toml" and data in "$DIR/data", logging at the level
+# given (to "$DIR/serve.log"), and waits until /healthz answers. Sets PORT and PID.
+start_klaxon() {
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+  RUST_LOG="$1" target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" \
+    --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 50); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$PORT/healthz" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "klaxon serve did not answer /healthz within 5 s; see $DIR/serve.log" >&2
+  return 1
+}
