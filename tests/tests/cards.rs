@@ -230,6 +230,7 @@ macro_rules! all_cases {
             a_backlog_of_repeats_collapses_into_one_update_showing_the_latest_count,
             a_redelivered_job_posts_nothing_twice,
             a_create_answered_502_after_it_happened_makes_one_card,
+            a_create_answered_with_json_that_is_no_post_is_retried_not_saved,
             a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second,
             a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again,
             rate_limits_and_outages_are_retried_and_never_lose_the_job,
@@ -327,6 +328,27 @@ async fn a_create_answered_502_after_it_happened_makes_one_card(rig: Rig) {
     assert_eq!(card["props"]["klaxon_alert_id"], "ALR-1");
     let saved = rig.app.state.store.get("card#ALR-1", "card").await.unwrap().unwrap();
     assert!(saved.data.contains(card["id"].as_str().unwrap()), "the record holds the one card");
+}
+
+/// A create answered 200 with JSON that is no post (a misrouted proxy): Klaxon keeps only the
+/// post id of an answer, so it must notice there is none, save no card with an empty id, and
+/// try again (three times within the job, then from the queue).
+async fn a_create_answered_with_json_that_is_no_post_is_retried_not_saved(rig: Rig) {
+    rig.bot.fail_next("create", 3, Fault::OkWithoutPost);
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    let errors = rig.notify().await;
+    assert!(
+        matches!(errors.as_slice(), [JobError::Transient(why)] if why.contains("cannot read")),
+        "back to the queue: {errors:?}"
+    );
+    let claim = rig.app.state.store.get("card#ALR-1", "card").await.unwrap().unwrap();
+    assert!(claim.data.contains("\"post_id\":null"), "no post id saved: {}", claim.data);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the visibility timeout
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    let saved = rig.app.state.store.get("card#ALR-1", "card").await.unwrap().unwrap();
+    assert!(saved.data.contains(card["id"].as_str().unwrap()), "the record holds the one card");
+    assert_eq!(rig.bot.calls("create"), 4, "three answers without a post, then the card");
 }
 
 /// The crash window beyond Mattermost's 30 s memory: the claim is there, the post was made, the

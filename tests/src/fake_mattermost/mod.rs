@@ -41,6 +41,9 @@ pub enum Fault {
     Slow(Duration),
     /// Do the work, then answer 502 as a proxy in front of a crashed server would.
     DoThen502,
+    /// Answer 200 with JSON that is no post (`{"status":"OK"}`, what Mattermost's status routes
+    /// answer) instead of doing the work, as a misrouted proxy in front of the server might.
+    OkWithoutPost,
 }
 
 #[derive(Default)]
@@ -255,6 +258,7 @@ async fn before(world: &Shared, route: &'static str) -> Result<bool, Response> {
             Ok(false)
         }
         Some(Fault::DoThen502) => Ok(true),
+        Some(Fault::OkWithoutPost) => Err(Json(json!({"status": "OK"})).into_response()),
     }
 }
 
