@@ -232,6 +232,7 @@ macro_rules! all_cases {
             a_create_answered_502_after_it_happened_makes_one_card,
             a_create_answered_with_json_that_is_no_post_is_retried_not_saved,
             a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second,
+            a_card_buried_under_a_storms_newer_posts_is_found_not_doubled,
             a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again,
             rate_limits_and_outages_are_retried_and_never_lose_the_job,
             webhook_destinations_get_one_post_per_event_on_their_own_server,
@@ -356,18 +357,52 @@ async fn a_create_answered_with_json_that_is_no_post_is_retried_not_saved(rig: R
 /// card by its alert id instead.
 async fn a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second(rig: Rig) {
     rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    crash_after_creating_the_card(&rig, 0).await;
+    assert!(rig.notify().await.is_empty());
+    let card = rig.card();
+    assert_eq!(field(&card, "Status"), "Open", "adopted, then rendered with the alert's state");
+    assert_eq!(rig.bot.calls("create"), 1, "only the create before the crash");
+}
+
+/// The same crash in a storm: by the time the job comes back, 1,100 newer posts fill the
+/// channel, more than Mattermost's `?since=` answer holds (the newest 1000). The card is found
+/// by walking back page by page, not made twice.
+async fn a_card_buried_under_a_storms_newer_posts_is_found_not_doubled(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    crash_after_creating_the_card(&rig, 1100).await;
+    assert!(rig.notify().await.is_empty());
+    let cards: Vec<Value> =
+        rig.bot.roots_in(OPS).into_iter().filter(|p| p["props"]["klaxon_alert_id"] == "ALR-1").collect();
+    assert_eq!(cards.len(), 1, "one card for ALR-1");
+    assert_eq!(field(&cards[0], "Status"), "Open", "adopted, then rendered with the alert's state");
+    assert_eq!(rig.bot.calls("create"), 1 + 1100, "only the creates before the crash");
+    assert!(rig.bot.calls("list") >= 2, "read past the newest 1000: {}", rig.bot.calls("list"));
+}
+
+/// Simulates a crash between a card's create and its record: the card was posted, then `newer`
+/// other posts; the claim is five minutes old (beyond Mattermost's 30 s `pending_post_id`
+/// memory) and has no post id.
+async fn crash_after_creating_the_card(rig: &Rig, newer: usize) {
     rig.bot.remember_pending_for(None);
-    // Simulate the crash: the card was created, and the claim is old and has no post id.
-    let create = klaxon::mattermost::CreatePost {
-        channel_id: OPS.into(),
-        message: "old render".into(),
-        root_id: String::new(),
-        props: serde_json::json!({"klaxon_alert_id": "ALR-1"}),
-        pending_post_id: "klaxon-card-ALR-1".into(),
-    };
     let mm =
         klaxon::mattermost::Mattermost::new(rig.bot.url.parse().unwrap(), Some(klaxon::config::Secret::new(BOT_TOKEN)));
-    mm.create_post(&create).await.unwrap();
+    let post = |message: String, props: Value| klaxon::mattermost::CreatePost {
+        channel_id: OPS.into(),
+        message,
+        root_id: String::new(),
+        props,
+        pending_post_id: String::new(),
+    };
+    let card = klaxon::mattermost::CreatePost {
+        pending_post_id: "klaxon-card-ALR-1".into(),
+        ..post("old render".into(), serde_json::json!({"klaxon_alert_id": "ALR-1"}))
+    };
+    mm.create_post(&card).await.unwrap();
+    for i in 0..newer {
+        mm.create_post(&post(format!("another alert {i}"), serde_json::json!({"klaxon_alert_id": format!("X-{i}")})))
+            .await
+            .unwrap();
+    }
     let claim = klaxon::repo::cards::Card {
         channel_id: OPS.into(),
         post_id: None,
@@ -378,11 +413,6 @@ async fn a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_
     };
     let item = klaxon::store::Item::new("card#ALR-1", "card", serde_json::to_string(&claim).unwrap());
     rig.app.state.store.put(item, klaxon::store::Condition::Absent).await.unwrap();
-
-    assert!(rig.notify().await.is_empty());
-    let card = rig.card();
-    assert_eq!(field(&card, "Status"), "Open", "adopted, then rendered with the alert's state");
-    assert_eq!(rig.bot.calls("create"), 1, "only the create before the crash");
 }
 
 async fn a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again(rig: Rig) {

@@ -30,7 +30,14 @@ pub struct Mattermost {
     me: std::sync::Arc<OnceCell<User>>,
 }
 
+/// Pages of 200 posts read back past the newest 1000 when looking for a card after a crash: a
+/// storm's busy channel is walked back 100,000 posts.
+const FIND_PAGES: usize = 500;
+/// Pages of 200 posts read back past the newest 1000 when mirroring an incident channel.
+const MIRROR_PAGES: usize = 50;
+
 /// What a call is, for messages: "create a post in channel X".
+#[derive(Clone, Copy)]
 struct Call<'a> {
     what: &'a str,
     channel: Option<&'a str>,
@@ -126,8 +133,9 @@ impl Mattermost {
     }
 
     /// The bot's root post in `channel_id`, created or changed after `since`, whose props carry
-    /// `key` = `value` (`GET /api/v4/channels/{id}/posts?since=`): how a card created just before
-    /// a crash is found again.
+    /// `key` = `value`: how a card created just before a crash is found again. It walks back
+    /// from the newest post (see [`Mattermost::walk_since`]), so a busy channel (a storm's
+    /// thousands of cards) does not hide it; it stops at the post.
     pub async fn find_post(
         &self,
         channel_id: &str,
@@ -135,53 +143,74 @@ impl Mattermost {
         key: &str,
         value: &str,
     ) -> Result<Option<Post>, MattermostError> {
-        #[derive(serde::Deserialize)]
-        struct PostList {
-            #[serde(default)]
-            order: Vec<String>,
-            #[serde(default)]
-            posts: std::collections::HashMap<String, Post>,
-        }
         let me = self.me().await?;
-        let url = self.url(&format!("/api/v4/channels/{channel_id}/posts?since={}", since.as_millisecond()));
-        let res = send(self.authed(self.http.get(url))?).await?;
-        let list: PostList = json(res, Call { what: "look for the alert's card", channel: Some(channel_id) }).await?;
-        Ok(list
-            .order
-            .iter()
-            .filter_map(|id| list.posts.get(id))
-            .find(|p| {
-                p.root_id.is_empty() && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value)
-            })
-            .cloned())
+        let mut found = None;
+        let call = Call { what: "look for the alert's card", channel: Some(channel_id) };
+        self.walk_since(channel_id, since.as_millisecond(), FIND_PAGES, call, |p| {
+            let hit =
+                p.root_id.is_empty() && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value);
+            if hit {
+                found = Some(p.clone());
+            }
+            hit
+        })
+        .await?;
+        Ok(found)
     }
 
-    /// Posts of a channel created, edited or deleted after `since_ms` (`?since=`, at most 1000,
-    /// newest first), and when that many came back, the older ones page by page
-    /// (`?before=&per_page=200`) down to `since_ms`. Returned oldest first.
+    /// Posts of a channel created, edited or deleted after `since_ms`, oldest first (see
+    /// [`Mattermost::walk_since`]).
     pub async fn posts_since(&self, channel_id: &str, since_ms: i64) -> Result<Vec<Post>, MattermostError> {
-        const SINCE_CAP: usize = 1000;
-        const PAGE: usize = 200;
-        let mut out = self.post_list(channel_id, &format!("since={since_ms}")).await?;
-        if out.len() >= SINCE_CAP {
-            for _ in 0..50 {
-                let Some(oldest) = out.last().map(|p| p.id.clone()) else { break };
-                let page = self.post_list(channel_id, &format!("before={oldest}&per_page={PAGE}")).await?;
-                let full = page.len() >= PAGE;
-                let newer: Vec<Post> = page.into_iter().filter(|p| p.update_at > since_ms).collect();
-                let done = !full || newer.is_empty();
-                out.extend(newer);
-                if done {
-                    break;
-                }
-            }
-        }
+        let mut out = Vec::new();
+        let call = Call { what: "read the incident channel", channel: Some(channel_id) };
+        self.walk_since(channel_id, since_ms, MIRROR_PAGES, call, |p| {
+            out.push(p.clone());
+            false
+        })
+        .await?;
         out.reverse();
         Ok(out)
     }
 
+    /// Shows `visit` the posts of a channel created, edited or deleted after `since_ms`, newest
+    /// first, until it returns true. Mattermost answers `?since=` with at most 1000 posts (the
+    /// newest); when that many come back, the older ones are read page by page
+    /// (`?before=&per_page=200`, at most `pages` pages) down to `since_ms`.
+    async fn walk_since(
+        &self,
+        channel_id: &str,
+        since_ms: i64,
+        pages: usize,
+        call: Call<'_>,
+        mut visit: impl FnMut(&Post) -> bool,
+    ) -> Result<(), MattermostError> {
+        const SINCE_CAP: usize = 1000;
+        const PAGE: usize = 200;
+        let newest = self.post_list(channel_id, &format!("since={since_ms}"), call).await?;
+        if newest.iter().any(&mut visit) || newest.len() < SINCE_CAP {
+            return Ok(());
+        }
+        let mut oldest = newest.last().map(|p| p.id.clone());
+        for _ in 0..pages {
+            let Some(before) = oldest.take() else { break };
+            let page = self.post_list(channel_id, &format!("before={before}&per_page={PAGE}"), call).await?;
+            let full = page.len() >= PAGE;
+            oldest = page.last().map(|p| p.id.clone());
+            let newer: Vec<&Post> = page.iter().filter(|p| p.update_at > since_ms).collect();
+            if newer.iter().any(|p| visit(p)) || !full || newer.is_empty() {
+                return Ok(());
+            }
+        }
+        tracing::warn!(
+            channel_id,
+            pages,
+            "stopped reading a channel's posts after {pages} pages of 200; older ones were not read"
+        );
+        Ok(())
+    }
+
     /// One `GET /api/v4/channels/{id}/posts?...`, the posts of `order` (newest first).
-    async fn post_list(&self, channel_id: &str, query: &str) -> Result<Vec<Post>, MattermostError> {
+    async fn post_list(&self, channel_id: &str, query: &str, call: Call<'_>) -> Result<Vec<Post>, MattermostError> {
         #[derive(serde::Deserialize)]
         struct PostList {
             #[serde(default)]
@@ -191,8 +220,7 @@ impl Mattermost {
         }
         let url = self.url(&format!("/api/v4/channels/{channel_id}/posts?{query}"));
         let res = send(self.authed(self.http.get(url))?).await?;
-        let mut list: PostList =
-            json(res, Call { what: "read the incident channel", channel: Some(channel_id) }).await?;
+        let mut list: PostList = json(res, call).await?;
         Ok(list.order.iter().filter_map(|id| list.posts.remove(id)).collect())
     }
 
