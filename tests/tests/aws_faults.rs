@@ -249,3 +249,43 @@ async fn a_batch_read_asks_again_for_unprocessed_keys_and_fails_if_they_stay() {
     assert!(err.to_string().contains("unprocessed"), "{err}");
     assert_eq!(proxy.pending_faults(), 0, "every attempt was made");
 }
+
+/// What the notifier does on AWS for a new alert whose card it posts (bot mode), counted at the
+/// proxy every DynamoDB and SQS call goes through: the README's cost table takes its notifier
+/// row from here.
+#[tokio::test]
+async fn a_new_alerts_card_costs_one_batch_read_and_counted_writes_on_aws() {
+    use klaxon_tests::fake_mattermost::{BOT_TOKEN, BOT_USER_ID, FakeMattermost};
+    const OPS: &str = "0psch4nnel0psch4nnel0psch4";
+    let bot = FakeMattermost::start().await;
+    bot.add_bot_to(OPS);
+    let config = format!(
+        r#"{CONFIG}
+[server]
+public_url = "https://klaxon.example.com"
+signing_secret = "0123456789abcdef0123456789abcdef"
+[mattermost]
+url = "{}"
+bot_token = "{BOT_TOKEN}"
+bot_user_id = "{BOT_USER_ID}"
+[channels.ops]
+channel_id = "{OPS}"
+[routing]
+default = "ops"
+"#,
+        bot.url
+    );
+    let Some((app, proxy)) = klaxon_tests::aws_app_with_faults(&config).await else { return };
+    let (status, json) = particle(&app.state, "event=ALERT&coreid=dev1&published_at=t0").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let mark = proxy.log_len();
+    assert!(klaxon_tests::drain_notify_queue(&app.state).await.is_empty(), "the job succeeded");
+    assert_eq!(bot.roots_in(OPS).len(), 1, "the card was posted");
+    let ops: Vec<String> = proxy.calls_since(mark).into_iter().map(|c| c.operation).collect();
+    println!("notifier, 1 new alert with its card: {ops:?}");
+    // DynamoDB: the delivery record, alert and card in one batch read; then the card's claim,
+    // the card with its post id, the delivery record, and the outbox copy's delete. (SQS: the
+    // receives and the delete, in batches of 10 on Lambda and in `klaxon serve`.)
+    let dynamo: Vec<&str> = ops.iter().map(String::as_str).filter(|op| !op.ends_with("Message")).collect();
+    assert_eq!(dynamo, ["BatchGetItem", "PutItem", "PutItem", "PutItem", "DeleteItem"]);
+}
