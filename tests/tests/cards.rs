@@ -233,6 +233,7 @@ macro_rules! all_cases {
             a_create_answered_with_json_that_is_no_post_is_retried_not_saved,
             a_claim_older_than_mattermosts_memory_finds_its_card_instead_of_making_a_second,
             a_card_buried_under_a_storms_newer_posts_is_found_not_doubled,
+            a_walk_back_that_mattermost_fails_halfway_retries_and_makes_no_second_card,
             a_bot_outside_the_channel_is_recorded_with_the_fix_and_the_next_event_tries_again,
             rate_limits_and_outages_are_retried_and_never_lose_the_job,
             webhook_destinations_get_one_post_per_event_on_their_own_server,
@@ -377,6 +378,26 @@ async fn a_card_buried_under_a_storms_newer_posts_is_found_not_doubled(rig: Rig)
     assert_eq!(field(&cards[0], "Status"), "Open", "adopted, then rendered with the alert's state");
     assert_eq!(rig.bot.calls("create"), 1 + 1100, "only the creates before the crash");
     assert!(rig.bot.calls("list") >= 2, "read past the newest 1000: {}", rig.bot.calls("list"));
+}
+
+/// The same walk when Mattermost answers 500 to every page past the newest 1000 (the first
+/// list of each try passes): the notifier must not take "not found" from a walk it could not
+/// finish, so it makes no second card; the job goes back, and its retry adopts the card.
+async fn a_walk_back_that_mattermost_fails_halfway_retries_and_makes_no_second_card(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t0").await;
+    crash_after_creating_the_card(&rig, 1100).await;
+    for _ in 0..3 {
+        rig.bot.fail_next("list", 1, Fault::Slow(Duration::ZERO)); // `?since=` passes
+        rig.bot.fail_next("list", 1, Fault::Status(500)); // the first `?before=` page fails
+    }
+    let errors = rig.notify().await;
+    assert!(matches!(errors.as_slice(), [JobError::Transient(_)]), "back to the queue: {errors:?}");
+    assert_eq!(rig.bot.calls("create"), 1 + 1100, "no second card while the walk could not finish");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the visibility timeout
+    assert!(rig.notify().await.is_empty());
+    let cards = rig.bot.roots_in(OPS).into_iter().filter(|p| p["props"]["klaxon_alert_id"] == "ALR-1").count();
+    assert_eq!(cards, 1, "one card for ALR-1");
+    assert_eq!(rig.bot.calls("create"), 1 + 1100, "adopted, not created again");
 }
 
 /// Simulates a crash between a card's create and its record: the card was posted, then `newer`

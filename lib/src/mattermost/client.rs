@@ -150,7 +150,7 @@ impl Mattermost {
             let hit =
                 p.root_id.is_empty() && p.user_id == me.id && p.props.get(key).and_then(|v| v.as_str()) == Some(value);
             if hit {
-                found = Some(p.clone());
+                found = Some(p);
             }
             hit
         })
@@ -164,7 +164,7 @@ impl Mattermost {
         let mut out = Vec::new();
         let call = Call { what: "read the incident channel", channel: Some(channel_id) };
         self.walk_since(channel_id, since_ms, MIRROR_PAGES, call, |p| {
-            out.push(p.clone());
+            out.push(p);
             false
         })
         .await?;
@@ -182,22 +182,23 @@ impl Mattermost {
         since_ms: i64,
         pages: usize,
         call: Call<'_>,
-        mut visit: impl FnMut(&Post) -> bool,
+        mut visit: impl FnMut(Post) -> bool,
     ) -> Result<(), MattermostError> {
         const SINCE_CAP: usize = 1000;
         const PAGE: usize = 200;
         let newest = self.post_list(channel_id, &format!("since={since_ms}"), call).await?;
-        if newest.iter().any(&mut visit) || newest.len() < SINCE_CAP {
+        let full = newest.len() >= SINCE_CAP;
+        let mut oldest = newest.last().map(|p| p.id.clone());
+        if newest.into_iter().any(&mut visit) || !full {
             return Ok(());
         }
-        let mut oldest = newest.last().map(|p| p.id.clone());
         for _ in 0..pages {
             let Some(before) = oldest.take() else { break };
             let page = self.post_list(channel_id, &format!("before={before}&per_page={PAGE}"), call).await?;
             let full = page.len() >= PAGE;
             oldest = page.last().map(|p| p.id.clone());
-            let newer: Vec<&Post> = page.iter().filter(|p| p.update_at > since_ms).collect();
-            if newer.iter().any(|p| visit(p)) || !full || newer.is_empty() {
+            let mut newer = page.into_iter().filter(|p| p.update_at > since_ms).peekable();
+            if newer.peek().is_none() || newer.any(&mut visit) || !full {
                 return Ok(());
             }
         }
