@@ -78,7 +78,7 @@ impl SqliteStore {
     }
 }
 
-fn live_item(tx: &Transaction<'_>, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<Item>> {
+fn live_item(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<Item>> {
     tx.prepare_cached(
         "SELECT pk, sk, version, data, expires_at FROM items
          WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
