@@ -51,7 +51,8 @@ macro_rules! store_contract_tests {
             concurrent_increments_hand_out_distinct_numbers,
             query_page_resumes_after_a_sort_key,
             keys_and_items_over_dynamodb_limits_are_refused_and_change_nothing,
-            purge_expired_never_touches_live_items);
+            purge_expired_never_touches_live_items,
+            keys_and_a_page_are_read_together);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -322,4 +323,20 @@ pub async fn purge_expired_never_touches_live_items(s: Arc<dyn Store>) {
     s.purge_expired(100).await.unwrap();
     let keys: Vec<_> = s.query_prefix("p", "", None).await.unwrap().into_iter().map(|i| i.sk).collect();
     assert_eq!(keys, ["forever", "live"]);
+}
+
+pub async fn keys_and_a_page_are_read_together(s: Arc<dyn Store>) {
+    s.put(Item::new("open#k", "open", "ALR-1"), Condition::None).await.unwrap();
+    for sk in ["w2", "w1", "w3", "x1"] {
+        s.put(Item::new("windows", sk, sk), Condition::None).await.unwrap();
+    }
+    s.put(Item::new("windows", "w0", "gone").expiring_at(now() - 10), Condition::None).await.unwrap();
+    let keys = [("open#k".to_string(), "open".to_string()), ("seen#k".to_string(), "seen".to_string())];
+    let page = klaxon::store::PageQuery { pk: "windows", prefix: "w", limit: 2 };
+    let (items, found) = s.get_many_and_page(&keys, &page).await.unwrap();
+    assert_eq!(items.iter().map(|i| i.as_ref().map(|i| i.data.as_str())).collect::<Vec<_>>(), [Some("ALR-1"), None]);
+    assert_eq!(found.iter().map(|i| i.sk.as_str()).collect::<Vec<_>>(), ["w1", "w2"], "prefix, order, limit, expiry");
+    let nothing = klaxon::store::PageQuery { pk: "nowhere", prefix: "", limit: 10 };
+    let (items, found) = s.get_many_and_page(&keys[..1], &nothing).await.unwrap();
+    assert_eq!((items.len(), found.len()), (1, 0));
 }

@@ -49,25 +49,25 @@ async fn windows(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<Window>, RepoError> {
+    Ok(overlapping(config, repo.started().await?, from, to))
+}
+
+/// Every window occurrence overlapping `[from, to]`: configured ones and those of `started`.
+fn overlapping(config: &Config, started: Vec<Window>, from: Timestamp, to: Timestamp) -> Vec<Window> {
     let mut out: Vec<Window> = config
         .maintenance
         .iter()
         .filter_map(|c| Schedule::from_config(c).ok())
         .flat_map(|s| s.between(from, to))
         .collect();
-    out.extend(repo.started().await?.into_iter().filter(|w| w.end >= from && w.start <= to));
-    Ok(out)
+    out.extend(started.into_iter().filter(|w| w.end >= from && w.start <= to));
+    out
 }
 
-/// The window holding a new alert from `source` at `at`, if any.
-pub async fn holding(
-    config: &Config,
-    repo: &MaintenanceRepo,
-    source: &str,
-    at: Timestamp,
-) -> Result<Option<Window>, RepoError> {
-    // One query (windows started from chat); configured ones are computed.
-    Ok(windows(config, repo, at, at).await?.into_iter().find(|w| w.covers(source, at)))
+/// The window holding a new alert from `source` at `at`, if any: a configured one, or one of
+/// `started` (the windows started from chat, as [`MaintenanceRepo::STARTED`] reads them).
+pub fn holding(config: &Config, started: Vec<Window>, source: &str, at: Timestamp) -> Option<Window> {
+    overlapping(config, started, at, at).into_iter().find(|w| w.covers(source, at))
 }
 
 impl Windows {

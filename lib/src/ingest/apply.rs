@@ -13,6 +13,7 @@ use crate::notify::outbox::Outbox;
 use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::counter::NumberBlocks;
+use crate::repo::maintenance::MaintenanceRepo;
 use crate::repo::{RepoError, Versioned, decode, encode};
 use crate::store::{Condition, Item, Store, Write};
 use serde::{Deserialize, Serialize};
@@ -321,25 +322,25 @@ impl Intake {
     }
 
     /// A trigger's first round trip asks for everything it may need at once: its delivery
-    /// record and the open-alert index (one batch read), the maintenance windows started from
-    /// chat, and, where numbers come in blocks ahead of need, a new block. A new alert then
-    /// needs only its transaction and its hand-over to the queue.
+    /// record, the open-alert index and the maintenance windows started from chat (one read:
+    /// one SQLite read transaction, a batch read beside a query on DynamoDB), and, where
+    /// numbers come in blocks ahead of need, a new block. A new alert then needs only its
+    /// transaction and its hand-over to the queue.
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
-        let open_key = AlertRepo::open_key(&event.source, &event.dedup_key);
-        let maintenance = crate::repo::maintenance::MaintenanceRepo::new(self.store.clone());
+        let events = std::slice::from_ref(event);
+        let mut keys = vec![AlertRepo::open_key(&event.source, &event.dedup_key)];
+        keys.extend(delivery_keys(events));
         let numbers = async {
             match self.shared.numbers.prefetches() && reserved_id.is_none() {
                 true => self.shared.numbers.refill_if_empty(self.store.as_ref()).await,
                 false => Ok(()),
             }
         };
-        let (found, held, refilled) = tokio::join!(
-            self.read_with_deliveries(open_key, std::slice::from_ref(event)),
-            crate::escalation::windows::holding(&self.config, &maintenance, &event.source, event.at),
-            numbers
-        );
-        let (pointer, seen) = found?;
-        if let Some(previous) = seen.into_iter().next().flatten() {
+        let (found, refilled) = tokio::join!(self.store.get_many_and_page(&keys, &MaintenanceRepo::STARTED), numbers);
+        let (items, started) = found?;
+        let mut items = items.into_iter();
+        let pointer = items.next().flatten();
+        if let Some(previous) = answered(events, items)?.into_iter().next().flatten() {
             return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
         }
         refilled?;
@@ -378,7 +379,8 @@ impl Intake {
         let mut alert = Alert::trigger(new, event.actor.clone(), event.at);
         // In a maintenance window the alert is recorded (and grouped) but neither posted nor
         // escalated until the window ends.
-        let window = held?;
+        let started = MaintenanceRepo::started_in(&started)?;
+        let window = crate::escalation::windows::holding(&self.config, started, &event.source, event.at);
         if let Some(w) = &window {
             alert.held = Some(w.key());
         } else if let Some(e) = crate::escalation::policy::start(&self.config, &event.source, event.at) {

@@ -9,7 +9,7 @@
 
 use super::{RepoError, decode, encode};
 use crate::escalation::maintenance::Window;
-use crate::store::{Condition, Item, Store, Write};
+use crate::store::{Condition, Item, PageQuery, Store, Write};
 use std::sync::Arc;
 
 const WINDOWS: &str = "maintenance";
@@ -37,9 +37,18 @@ impl MaintenanceRepo {
         Ok(self.store.put(item, Condition::None).await?)
     }
 
+    /// What [`MaintenanceRepo::started`] reads, for reading it together with other items
+    /// ([`Store::get_many_and_page`]); [`MaintenanceRepo::started_in`] decodes what was read.
+    pub const STARTED: PageQuery<'static> = PageQuery { pk: WINDOWS, prefix: "", limit: 500 };
+
     /// Windows started from chat that have not expired (at most 500).
     pub async fn started(&self) -> Result<Vec<Window>, RepoError> {
-        let items = self.store.query_prefix(WINDOWS, "", Some(500)).await?;
+        let q = Self::STARTED;
+        Self::started_in(&self.store.query_page(q.pk, q.prefix, None, q.limit).await?)
+    }
+
+    /// The windows among items read under [`MaintenanceRepo::STARTED`].
+    pub fn started_in(items: &[Item]) -> Result<Vec<Window>, RepoError> {
         items.iter().map(|i| decode(i, "maintenance window").map(|v| v.value)).collect()
     }
 

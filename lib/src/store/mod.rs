@@ -170,6 +170,14 @@ impl std::fmt::Display for Found {
     }
 }
 
+/// The first page of a partition's items under a sort-key prefix, for [`Store::get_many_and_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery<'a> {
+    pub pk: &'a str,
+    pub prefix: &'a str,
+    pub limit: usize,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The live item under the key, if any.
@@ -206,6 +214,20 @@ pub trait Store: Send + Sync {
     /// order, at most `limit` of them when given.
     async fn query_prefix(&self, pk: &str, prefix: &str, limit: Option<usize>) -> Result<Vec<Item>, StoreError> {
         self.query_page(pk, prefix, None, limit.unwrap_or(usize::MAX)).await
+    }
+
+    /// [`Store::get_many`] of `keys` and the first page of `page` (at most its `limit` items)
+    /// together: one read transaction on SQLite (one consistent snapshot, and a new alert's
+    /// reads start once instead of twice), both at the same time on DynamoDB.
+    async fn get_many_and_page(
+        &self,
+        keys: &[(String, String)],
+        page: &PageQuery<'_>,
+    ) -> Result<(Vec<Option<Item>>, Vec<Item>), StoreError> {
+        let (items, found) =
+            futures_util::future::join(self.get_many(keys), self.query_page(page.pk, page.prefix, None, page.limit))
+                .await;
+        Ok((items?, found?))
     }
 
     /// Live items of one partition whose sort key starts with `prefix` and sorts after

@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file, the same semantics as the DynamoDB adapter.
 
 use super::{
-    Condition, Item, Store, StoreError, Write, check_batch_get, check_key, check_write, condition_holds, found,
-    now_unix, validate_transaction,
+    Condition, Item, PageQuery, Store, StoreError, Write, check_batch_get, check_key, check_write, condition_holds,
+    found, now_unix, validate_transaction,
 };
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
@@ -85,6 +85,20 @@ fn live_item(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusqlit
     )?
     .query_row(params![pk, sk, now], row_to_item)
     .optional()
+}
+
+/// One page of [`QUERY_PAGE`].
+fn page(
+    tx: &rusqlite::Connection,
+    pk: &str,
+    prefix: &str,
+    now: i64,
+    after: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Item>> {
+    let mut stmt = tx.prepare_cached(QUERY_PAGE)?;
+    let rows = stmt.query_map(params![pk, prefix, now, after], row_to_item)?;
+    rows.take(limit).collect()
 }
 
 fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
@@ -187,15 +201,23 @@ impl Store for SqliteStore {
         check_key(pk, prefix)?;
         let (pk, prefix, now) = (pk.to_string(), prefix.to_string(), now_unix());
         let after = start_after.map(str::to_string);
-        let items = self
-            .db
-            .read(move |tx| {
-                let mut stmt = tx.prepare_cached(QUERY_PAGE)?;
-                let rows = stmt.query_map(params![pk, prefix, now, after], row_to_item)?;
-                rows.take(limit).collect::<rusqlite::Result<Vec<Item>>>()
-            })
-            .await?;
-        Ok(items)
+        Ok(self.db.read(move |tx| page(tx, &pk, &prefix, now, after.as_deref(), limit)).await?)
+    }
+
+    async fn get_many_and_page(
+        &self,
+        keys: &[(String, String)],
+        query: &PageQuery<'_>,
+    ) -> Result<(Vec<Option<Item>>, Vec<Item>), StoreError> {
+        check_batch_get(keys)?;
+        check_key(query.pk, query.prefix)?;
+        let (keys, now) = (keys.to_vec(), now_unix());
+        let (pk, prefix, limit) = (query.pk.to_string(), query.prefix.to_string(), query.limit);
+        let read = self.db.read(move |tx| {
+            let items = keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect::<rusqlite::Result<_>>()?;
+            Ok((items, page(tx, &pk, &prefix, now, None, limit)?))
+        });
+        Ok(read.await?)
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
