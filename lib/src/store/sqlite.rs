@@ -27,8 +27,9 @@ CREATE TABLE IF NOT EXISTS items (
 /// the previous one. Indexed by `expires_at` alone, SQLite orders them by key instead: in a
 /// storm the requests' idempotency records (`seen#`, keyed by a hash of the request) landed on a
 /// random page of the index each, a page written to the WAL (and copied back by the checkpoint)
-/// for every alert: about a quarter of all the pages a new alert wrote. An older file's `items_expiry` index is replaced on open; its rows
-/// keep `written` empty, which sorts first and changes nothing else.
+/// for every alert: about a quarter of all the pages a new alert wrote. An older file's
+/// `items_expiry` index is replaced on open; its rows keep `written` empty, which sorts first
+/// and changes nothing else.
 const EXPIRY_INDEX: &str = "
 DROP INDEX IF EXISTS items_expiry;
 CREATE INDEX IF NOT EXISTS items_expiring ON items (expires_at, written) WHERE expires_at IS NOT NULL;
