@@ -663,6 +663,79 @@ mod tests {
         assert_eq!(n, 16_000, "every committed row is there");
     }
 
+    /// Pages the WAL file has room for (it never shrinks: a WAL started over is written again
+    /// from its start).
+    fn wal_file_pages(path: &Path) -> u64 {
+        let wal = path.with_file_name(format!("{DB_FILE}-wal"));
+        std::fs::metadata(wal).map(|m| m.len() / u64::from(PAGE_SIZE)).unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_elsewhere_holds_the_wal_but_not_the_writes_and_the_wal_starts_over_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open_restarting_at(&path, 200).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        // Rows from four writers that never wait for each other (so that no checkpoint catches
+        // up by itself between two commits): `batches` commits of 10 rows each.
+        let write = |from: i64, batches: i64| {
+            let writers: Vec<_> = (0..4i64)
+                .map(|w| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        for batch in 0..batches {
+                            db.run(move |tx| {
+                                for k in 0..10 {
+                                    let key = from + (w * batches + batch) * 10 + k;
+                                    tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![key, "x".repeat(900)])?;
+                                }
+                                Ok(())
+                            })
+                            .await
+                            .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            async move {
+                for w in writers {
+                    w.await.unwrap();
+                }
+            }
+        };
+        // Another process's read transaction, open across 4,000 rows of writes: no checkpoint
+        // may copy past its snapshot, so the WAL cannot start over while it lasts.
+        let mut other = Connection::open(&path).unwrap();
+        let read = other.transaction_with_behavior(TransactionBehavior::Deferred).unwrap();
+        let before: i64 = read.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        write(0, 100).await;
+        let held = wal_file_pages(&path);
+        assert!(held > 1_500, "the WAL kept everything written during the read ({held} pages)");
+        let still: i64 = read.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!((before, still), (0, 0), "the read kept its snapshot");
+        read.finish().unwrap();
+        // Once it ends, the restarts resume: 16,000 more rows with reads running beside them
+        // (about 14,000 pages, which the WAL would add to its file without the restarts) are
+        // written over its start again and again.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads = {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        write(100_000, 400).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reads.await.unwrap();
+        let after = wal_file_pages(&path);
+        assert!(after < held + 5_000, "the WAL did not start over after the read ended ({held} -> {after} pages)");
+        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+        assert_eq!(n, 20_000, "every write committed, during the read and after it");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rolled_back_job_undoes_only_its_own_writes_in_a_shared_group() {
         let dir = tempfile::tempdir().unwrap();
