@@ -612,35 +612,18 @@ mod tests {
         assert_eq!(size, PAGE_SIZE, "a new database gets the small pages");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_starts_over_while_writes_and_reads_never_pause() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_restarting_at(&dir.path().join(DB_FILE), 200).unwrap();
-        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reads = {
-            let (db, stop) = (db.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
-                    n += 1;
-                    tokio::task::yield_now().await;
-                }
-                n
-            })
-        };
-        // About 14,000 pages from four writers that never wait for each other: the writer never
-        // idles long enough for a checkpoint to catch up by itself (without the restart, the WAL
-        // ends up holding nearly all of them).
+    /// Writes `batches` commits of 10 rows of table `t` from each of four writers that never
+    /// wait for each other, so the writer never idles long enough for a checkpoint to catch up
+    /// by itself between two commits. Keys start at `from`.
+    async fn write_rows(db: &Db, from: i64, batches: i64) {
         let writers: Vec<_> = (0..4i64)
             .map(|w| {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    for batch in 0..400i64 {
+                    for batch in 0..batches {
                         db.run(move |tx| {
                             for k in 0..10 {
-                                let key = (w * 400 + batch) * 10 + k;
+                                let key = from + (w * batches + batch) * 10 + k;
                                 tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![key, "x".repeat(900)])?;
                             }
                             Ok(())
@@ -654,13 +637,22 @@ mod tests {
         for w in writers {
             w.await.unwrap();
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(reads.await.unwrap() > 0, "reads ran beside the writes");
-        let wal = std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal"))).unwrap().len();
-        let pages = wal / u64::from(PAGE_SIZE);
-        assert!(pages < 5_000, "the WAL grew to {pages} pages: it was never started over (restart at 200)");
-        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
-        assert_eq!(n, 16_000, "every committed row is there");
+    }
+
+    /// Reads of table `t` one after another until the flag is set; the task answers how many.
+    fn reads_beside(db: &Db) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<u64>) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (db, flag) = (db.clone(), stop.clone());
+        let reads = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            n
+        });
+        (stop, reads)
     }
 
     /// Pages the WAL file has room for (it never shrinks: a WAL started over is written again
@@ -671,44 +663,34 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_while_writes_and_reads_never_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open_restarting_at(&path, 200).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        let (stop, reads) = reads_beside(&db);
+        // About 14,000 pages: without the restart, the WAL ends up holding nearly all of them.
+        write_rows(&db, 0, 400).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reads.await.unwrap() > 0, "reads ran beside the writes");
+        let pages = wal_file_pages(&path);
+        assert!(pages < 5_000, "the WAL grew to {pages} pages: it was never started over (restart at 200)");
+        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+        assert_eq!(n, 16_000, "every committed row is there");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_read_elsewhere_holds_the_wal_but_not_the_writes_and_the_wal_starts_over_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
         let db = Db::open_restarting_at(&path, 200).unwrap();
         db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
-        // Rows from four writers that never wait for each other (so that no checkpoint catches
-        // up by itself between two commits): `batches` commits of 10 rows each.
-        let write = |from: i64, batches: i64| {
-            let writers: Vec<_> = (0..4i64)
-                .map(|w| {
-                    let db = db.clone();
-                    tokio::spawn(async move {
-                        for batch in 0..batches {
-                            db.run(move |tx| {
-                                for k in 0..10 {
-                                    let key = from + (w * batches + batch) * 10 + k;
-                                    tx.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![key, "x".repeat(900)])?;
-                                }
-                                Ok(())
-                            })
-                            .await
-                            .unwrap();
-                        }
-                    })
-                })
-                .collect();
-            async move {
-                for w in writers {
-                    w.await.unwrap();
-                }
-            }
-        };
         // Another process's read transaction, open across 4,000 rows of writes: no checkpoint
         // may copy past its snapshot, so the WAL cannot start over while it lasts.
         let mut other = Connection::open(&path).unwrap();
         let read = other.transaction_with_behavior(TransactionBehavior::Deferred).unwrap();
         let before: i64 = read.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
-        write(0, 100).await;
+        write_rows(&db, 0, 100).await;
         let held = wal_file_pages(&path);
         assert!(held > 1_500, "the WAL kept everything written during the read ({held} pages)");
         let still: i64 = read.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
@@ -717,19 +699,10 @@ mod tests {
         // Once it ends, the restarts resume: 16,000 more rows with reads running beside them
         // (about 14,000 pages, which the WAL would add to its file without the restarts) are
         // written over its start again and again.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reads = {
-            let (db, stop) = (db.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
-        write(100_000, 400).await;
+        let (stop, reads) = reads_beside(&db);
+        write_rows(&db, 100_000, 400).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        reads.await.unwrap();
+        assert!(reads.await.unwrap() > 0, "reads ran beside the writes");
         let after = wal_file_pages(&path);
         assert!(after < held + 5_000, "the WAL did not start over after the read ended ({held} -> {after} pages)");
         let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
