@@ -56,9 +56,11 @@ const WAL_AUTOCHECKPOINT: u32 = 64_000;
 /// to [`MAX_PASSES`] times) while more are left.
 const SMALL_REMAINDER: i64 = 200;
 const MAX_PASSES: usize = 4;
+/// Copy-and-sync rounds beside the writer before it waits for a checkpoint to finish.
+const SYNC_ROUNDS: usize = 2;
 /// How long, at most, the checkpointer waits for reads that started before it to finish, while
-/// the writer waits for it: a read takes microseconds, unless its thread lost the CPU midway.
-const RESTART_WAIT: Duration = Duration::from_millis(5);
+/// the writer waits for it, or for another connection's checkpoint.
+const LOCK_WAIT: Duration = Duration::from_millis(5);
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 8;
 
@@ -392,14 +394,9 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
 /// or the writer in its way copies what it can and tries again after the next commit.
 ///
 /// While writes never pause, these checkpoints cannot finish (each commit adds pages), and only
-/// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages it
-/// copies once more (leaving only what was committed meanwhile), then holds the writer back
-/// (the gate) for as long as it takes to copy that remainder, sync the database file, wait for
-/// reads that started before (at most [`RESTART_WAIT`]) and start the WAL over: about five times
-/// a second in a storm, 2-15 ms each on a fresh database and up to 40 ms on one of a million
-/// alerts (mostly the sync), which is what raised the p99 at 8 senders. That bounds the WAL at
-/// about `restart_at` pages. Should the restart fail (a long read elsewhere), it is tried again
-/// after the next commit.
+/// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages the
+/// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). That
+/// bounds the WAL at about `restart_at` pages.
 fn checkpoint_loop(
     mut conn: Connection,
     commits: mpsc::Receiver<()>,
@@ -409,29 +406,17 @@ fn checkpoint_loop(
     if let Err(e) = conn.busy_handler(Some(wait_briefly)) {
         tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
     }
+    // For syncing the database file beside the writer (any descriptor of a file syncs it all).
+    let database = conn.path().map(std::fs::File::open);
     while commits.recv().is_ok() {
         match checkpoint(&conn, "PASSIVE") {
-            Ok(pass) if pass.wal >= restart_at => {
-                // Copy again while much is left, so the writer waits only for a small remainder.
-                let mut left = pass.wal - pass.copied;
-                for _ in 0..MAX_PASSES {
-                    if left <= SMALL_REMAINDER {
-                        break;
-                    }
-                    match checkpoint(&conn, "PASSIVE") {
-                        Ok(pass) => left = pass.wal - pass.copied,
-                        Err(_) => break,
-                    }
+            Ok(pass) if pass.wal >= restart_at => match &database {
+                Some(Ok(file)) => start_over(&conn, file, &gate),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot open the database file to sync it; the WAL grows until the writer checkpoints")
                 }
-                let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
-                match checkpoint(&conn, "RESTART") {
-                    Ok(restart) if restart.done => {}
-                    Ok(_) => tracing::debug!("reads kept the WAL from starting over; retried after the next commit"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the WAL could not be started over; retried after the next commit")
-                    }
-                }
-            }
+                None => {}
+            },
             Ok(_) => {}
             Err(e) if is_busy(&e) => {}
             Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
@@ -440,8 +425,48 @@ fn checkpoint_loop(
     }
 }
 
-/// What a checkpoint did: whether it finished, the pages in the WAL, and how many of them are
-/// in the database file now.
+/// Starts the WAL over while the writer waits as briefly as possible.
+///
+/// Only a checkpoint that copies every page committed and then finds no read using the WAL
+/// lets the WAL start over (SQLite's RESTART), so the writer must pause for it (the gate, which
+/// the writer holds around each group's transaction). The checkpoint also syncs the database
+/// file, and that sync is what took long: every page copied since the last sync is written back
+/// then (SQLite syncs only when a checkpoint finishes), measured at 17-21 ms of every write
+/// waiting, about six times a second in a storm. So the copying and syncing happen first beside
+/// the writer, twice over (the second sync writes back only what the writer committed during
+/// the first), and the writer waits only for the last few hundred pages (copied and written
+/// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
+/// A restart that reads kept from finishing (say another process's long read) is tried again
+/// after the next commit.
+fn start_over(conn: &Connection, database: &std::fs::File, gate: &std::sync::Mutex<()>) {
+    for _ in 0..SYNC_ROUNDS {
+        copy_until_small(conn);
+        if let Err(e) = database.sync_data() {
+            tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
+            return;
+        }
+    }
+    copy_until_small(conn);
+    let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
+    match checkpoint(conn, "RESTART") {
+        Ok(last) if last.done => {}
+        Ok(_) => tracing::debug!("reads kept the WAL from starting over; tried again after the next commit"),
+        Err(e) => tracing::warn!(error = %e, "the WAL could not be started over; tried again after the next commit"),
+    }
+}
+
+/// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left.
+fn copy_until_small(conn: &Connection) {
+    for _ in 0..MAX_PASSES {
+        match checkpoint(conn, "PASSIVE") {
+            Ok(pass) if pass.wal - pass.copied > SMALL_REMAINDER => {}
+            _ => return,
+        }
+    }
+}
+
+/// What a checkpoint did: whether it finished (for RESTART: the WAL starts over), the pages
+/// in the WAL, and how many of them are in the database file now.
 struct Checkpointed {
     done: bool,
     wal: i64,
@@ -454,11 +479,11 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
     })
 }
 
-/// The checkpointer's busy handler: waits for a lock in steps of 50 µs, up to [`RESTART_WAIT`]
-/// (SQLite's own waits a whole millisecond first, while every write waits too).
+/// The checkpointer's busy handler: waits for a lock in steps of 50 µs, up to [`LOCK_WAIT`]
+/// (SQLite's own waits a whole millisecond first).
 fn wait_briefly(attempt: i32) -> bool {
     const STEP: Duration = Duration::from_micros(50);
-    if STEP * (attempt.max(0) as u32) >= RESTART_WAIT {
+    if STEP * (attempt.max(0) as u32) >= LOCK_WAIT {
         return false;
     }
     std::thread::sleep(STEP);
