@@ -10,6 +10,10 @@
 //! **Readers** run on their own connections (WAL lets them read beside the writer) on tokio's
 //! blocking pool, and see every write whose caller has been answered.
 //!
+//! **The WAL.** A commit's pages go to the WAL file in one write ([`wal_writes`], a thin VFS
+//! over SQLite's own), and a checkpointer thread copies them into the database file beside the
+//! writer and starts the WAL over when it is long ([`checkpoint_loop`]).
+//!
 //! **Deadlines.** A request that must answer in time (an intake, `/healthz`) runs inside
 //! [`with_deadline`]. Every database call made under it waits for SQLite's file lock only until
 //! the deadline, then fails with [`DbError::Deadline`] having done nothing: the writer checks a
@@ -407,16 +411,17 @@ fn checkpoint_loop(
         tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
     }
     // For syncing the database file beside the writer (any descriptor of a file syncs it all).
-    let database = conn.path().map(std::fs::File::open);
+    let database = match conn.path().map(std::fs::File::open) {
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot open the database file to sync it beside the writer; writes wait longer each time the WAL starts over");
+            None
+        }
+        None => None,
+    };
     while commits.recv().is_ok() {
         match checkpoint(&conn, "PASSIVE") {
-            Ok(pass) if pass.wal >= restart_at => match &database {
-                Some(Ok(file)) => start_over(&conn, file, &gate),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot open the database file to sync it; the WAL grows until the writer checkpoints")
-                }
-                None => {}
-            },
+            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate),
             Ok(_) => {}
             Err(e) if is_busy(&e) => {}
             Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
@@ -438,10 +443,10 @@ fn checkpoint_loop(
 /// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
 /// A restart that reads kept from finishing (say another process's long read) is tried again
 /// after the next commit.
-fn start_over(conn: &Connection, database: &std::fs::File, gate: &std::sync::Mutex<()>) {
+fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::sync::Mutex<()>) {
     for _ in 0..SYNC_ROUNDS {
         copy_until_small(conn);
-        if let Err(e) = database.sync_data() {
+        if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
             tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
             return;
         }
