@@ -129,6 +129,12 @@ pub(crate) fn insert_message(
     Ok(true)
 }
 
+/// A FIFO group's id, hashed for the receive walk's set of busy groups.
+fn group_key(group: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(group)
+}
+
 fn message_id(seq: i64) -> String {
     format!("m{seq}")
 }
@@ -227,22 +233,28 @@ impl SqliteQueue {
             // A FIFO group whose earliest message is in flight delivers nothing else until it
             // is deleted or visible again; the walk meets that message before the group's later
             // ones, because it goes in send order.
-            let mut busy: HashSet<String> = HashSet::new();
+            // Busy groups by a hash of their id: the walk passes every message in flight, and
+            // copying each one's group id cost more than the rest of its step. Two groups whose
+            // ids collide in 64 bits would only make a message wait for the next receive.
+            let mut busy: HashSet<u64> = HashSet::new();
             let mut walked = 0;
             while let Some(row) = rows.next()? {
                 walked += 1;
-                let (seq, group, count, visible_at): (i64, Option<String>, i64, i64) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-                let group_busy = group.as_ref().is_some_and(|g| busy.contains(g));
+                let (seq, count, visible_at): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
+                let group = row.get_ref(1)?.as_str_or_null().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                })?;
+                let key = group.map(group_key);
+                let group_busy = key.is_some_and(|k| busy.contains(&k));
                 if visible_at > now || group_busy {
-                    if let Some(g) = group {
-                        busy.insert(g);
+                    if let Some(k) = key {
+                        busy.insert(k);
                     }
                 } else if self.redrive.as_ref().is_some_and(|r| count >= i64::from(r.max_receives)) {
                     // SQS moves a message when a receive would deliver it for the (max+1)-th time.
                     dead.push(seq);
                 } else {
-                    picked.push((seq, group, count));
+                    picked.push((seq, group.map(str::to_string), count));
                     if picked.len() >= options.max {
                         break;
                     }
