@@ -46,11 +46,8 @@ const PAGE_SIZE: u32 = 2048;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
 /// The background checkpointer's pause between checkpoints: a storm's commits are copied
-/// together, not one by one, and a page changed by many of them (a tree's inner pages, the
-/// queue's newest) once. At 64 senders (alternating 10 s runs): every 20 ms 8,941-10,484 new
-/// alerts/s and 14-15 µs of checkpointer per alert; every 50 ms 9,077-10,813/s (ahead in 4
-/// of 5 pairs) and 13 µs; every 100 ms 11-12 µs, no further gain.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// together, not one by one.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// WAL pages after which the checkpointer starts the WAL over (see [`checkpoint_loop`]): 16 MB.
 const RESTART_AT: i64 = 8_000;
 /// WAL pages after which the writer checkpoints by itself: only a safety net, for when the
