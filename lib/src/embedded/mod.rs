@@ -400,7 +400,9 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
 /// While writes never pause, these checkpoints cannot finish (each commit adds pages), and only
 /// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages the
 /// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). That
-/// bounds the WAL at about `restart_at` pages.
+/// bounds the WAL at `restart_at` pages plus what the writer commits while the checkpointer
+/// copies and syncs beside it: in a storm the WAL file stays at 21-23 MB with `restart_at`
+/// 8,000 (16 MB).
 fn checkpoint_loop(
     mut conn: Connection,
     commits: mpsc::Receiver<()>,
