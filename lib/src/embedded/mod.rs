@@ -423,7 +423,7 @@ fn checkpoint_loop(
     };
     while commits.recv().is_ok() {
         match checkpoint(&conn, "PASSIVE") {
-            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate),
+            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate, restart_at),
             Ok(_) => {}
             Err(e) if is_busy(&e) => {}
             Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
@@ -445,9 +445,13 @@ fn checkpoint_loop(
 /// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
 /// A restart that reads kept from finishing (say another process's long read) is tried again
 /// after the next commit.
-fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::sync::Mutex<()>) {
+fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::sync::Mutex<()>, restart_at: i64) {
     for _ in 0..SYNC_ROUNDS {
-        copy_until_small(conn);
+        // The writer goes on committing while the checkpointer syncs: once that has taken the
+        // WAL past twice the threshold, it waits now instead (the sync then happens at the gate).
+        if copy_until_small(conn) >= 2 * restart_at {
+            break;
+        }
         if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
             tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
             return;
@@ -462,14 +466,18 @@ fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::s
     }
 }
 
-/// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left.
-fn copy_until_small(conn: &Connection) {
+/// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left;
+/// answers the pages in the WAL (0 if a checkpoint failed: the restart then goes ahead).
+fn copy_until_small(conn: &Connection) -> i64 {
+    let mut wal = 0;
     for _ in 0..MAX_PASSES {
         match checkpoint(conn, "PASSIVE") {
-            Ok(pass) if pass.wal - pass.copied > SMALL_REMAINDER => {}
-            _ => return,
+            Ok(pass) if pass.wal - pass.copied > SMALL_REMAINDER => wal = pass.wal,
+            Ok(pass) => return pass.wal,
+            Err(_) => return wal,
         }
     }
+    wal
 }
 
 /// What a checkpoint did: whether it finished (for RESTART: the WAL starts over), the pages
@@ -747,7 +755,9 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reads.await.unwrap() > 0, "reads ran beside the writes");
         let after = wal_file_pages(&path);
-        assert!(after < held + 5_000, "the WAL did not start over after the read ended ({held} -> {after} pages)");
+        // Without the restarts it grows by 11,700-18,600 pages here; with them by what the
+        // writer commits between two restarts (up to about 4,200 pages seen on 2 cores).
+        assert!(after < held + 8_000, "the WAL did not start over after the read ended ({held} -> {after} pages)");
         let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
         assert_eq!(n, 20_000, "every write committed, during the read and after it");
     }
