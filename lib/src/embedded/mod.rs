@@ -341,8 +341,8 @@ impl Db {
 
 fn open_connection(path: &Path) -> Result<Connection, DbError> {
     let open_err = |source| DbError::Open { path: path.to_path_buf(), source };
-    // Writes to the WAL go out once per commit (see `wal_writes`). Without it SQLite's default
-    // VFS would do, only slower; never seen to fail, but not worth refusing to start over.
+    // Writes to the WAL go out once per commit (see `wal_writes`). Should registering it ever
+    // fail, SQLite's default VFS does the same work, only slower: not worth refusing to start.
     let conn = match wal_writes::register() {
         Ok(()) => Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), wal_writes::NAME),
         Err(why) => {
@@ -443,13 +443,16 @@ fn checkpoint_loop(
 /// the writer, twice over (the second sync writes back only what the writer committed during
 /// the first), and the writer waits only for the last few hundred pages (copied and written
 /// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
+/// Should the writer have taken the WAL past twice `restart_at` meanwhile, the rest of the
+/// syncing happens at the gate, so the WAL stays bounded however fast the writes come.
 /// A restart that reads kept from finishing (say another process's long read) is tried again
 /// after the next commit.
 fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::sync::Mutex<()>, restart_at: i64) {
-    for _ in 0..SYNC_ROUNDS {
+    for round in 0..=SYNC_ROUNDS {
+        let wal = copy_until_small(conn);
         // The writer goes on committing while the checkpointer syncs: once that has taken the
         // WAL past twice the threshold, it waits now instead (the sync then happens at the gate).
-        if copy_until_small(conn) >= 2 * restart_at {
+        if round == SYNC_ROUNDS || wal >= 2 * restart_at {
             break;
         }
         if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
@@ -457,7 +460,6 @@ fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::s
             return;
         }
     }
-    copy_until_small(conn);
     let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
     match checkpoint(conn, "RESTART") {
         Ok(last) if last.done => {}
@@ -467,7 +469,7 @@ fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::s
 }
 
 /// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left;
-/// answers the pages in the WAL (0 if a checkpoint failed: the restart then goes ahead).
+/// answers the pages in the WAL (as last seen; 0 if the first checkpoint failed).
 fn copy_until_small(conn: &Connection) -> i64 {
     let mut wal = 0;
     for _ in 0..MAX_PASSES {

@@ -235,7 +235,8 @@ impl SqliteQueue {
             // ones, because it goes in send order.
             // Busy groups by a hash of their id: the walk passes every message in flight, and
             // copying each one's group id cost more than the rest of its step. Two groups whose
-            // ids collide in 64 bits would only make a message wait for the next receive.
+            // ids collide in 64 bits would only hold one back while the other has a message in
+            // flight: a delay, never a message out of order.
             let mut busy: HashSet<u64> = HashSet::new();
             let mut walked = 0;
             while let Some(row) = rows.next()? {
