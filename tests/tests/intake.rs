@@ -168,6 +168,7 @@ macro_rules! all_cases {
             particle_key_in_header_or_url,
             particle_unmapped_events_are_ignored_with_200,
             particle_repeats_group_and_redeliveries_change_nothing,
+            delivery_records_sit_beside_the_open_alert_index_and_older_ones_still_count,
             particle_resolve_closes_the_open_alert_or_says_there_is_none,
             particle_alert_after_the_window_opens_a_new_alert,
             malformed_particle_requests_get_exact_errors,
@@ -438,6 +439,37 @@ async fn particle_repeats_group_and_redeliveries_change_nothing(app: TestApp) {
     assert_eq!((body["deduplicated"].as_bool(), body["occurrences"].as_u64()), (Some(true), Some(3)));
     assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.occurrences, 3);
     assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered", "ALR-1 alert.repeated", "ALR-1 alert.repeated"]);
+}
+
+/// A delivery's answer is kept in the partition of its open-alert index entry (on the embedded
+/// store: on the page that entry changes anyway). One kept where earlier versions kept it
+/// (`seen#<source>#<delivery key>`) is still recognised, so an upgrade between a delivery and
+/// its retry doubles nothing.
+async fn delivery_records_sit_beside_the_open_alert_index_and_older_ones_still_count(app: TestApp) {
+    let body =
+        |id: &str| format!("event=ALERT&data=%7B%22temp%22%3A-2%7D&coreid=dev7&published_at=t0&PARTICLE_EVENT_ID={id}");
+    let (status, _) = particle(&app, "freezer", &body("ev-1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let store = &app.state.store;
+    let record = store.get("open#freezer#dev7:alert", "seen#event:ev-1").await.unwrap();
+    assert!(record.is_some_and(|r| r.data.contains(r#""alert_id":"ALR-1""#) && r.expires_at.is_some()));
+    assert!(store.get("open#freezer#dev7:alert", "open").await.unwrap().is_some());
+    assert!(store.get("seen#freezer#event:ev-1", "seen").await.unwrap().is_none(), "nothing is written the old way");
+
+    // An answer recorded the old way, before an upgrade: its retry gets that answer, and
+    // changes nothing.
+    let old = r#"{"outcome":"grouped","alert_id":"ALR-1","status":"open","urgency":"critical","occurrences":5,"deduplicated":true}"#;
+    let expires = jiff::Timestamp::now().as_second() + 3600;
+    let item = klaxon::store::Item::new("seen#freezer#event:ev-2", "seen", old).expiring_at(expires);
+    store.put(item, klaxon::store::Condition::Absent).await.unwrap();
+    let (status, answer) = particle(&app, "freezer", &body("ev-2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, json!({"alert_id": "ALR-1", "status": "open", "deduplicated": true, "occurrences": 5}));
+    assert_eq!(app.state.alerts().get("ALR-1").await.unwrap().unwrap().value.occurrences, 1);
+    assert_eq!(events(&queued(&app).await), ["ALR-1 alert.triggered"]);
+    // A delivery not seen before is counted.
+    let (_, answer) = particle(&app, "freezer", &body("ev-3")).await;
+    assert_eq!(answer["occurrences"], 2);
 }
 
 async fn particle_resolve_closes_the_open_alert_or_says_there_is_none(app: TestApp) {

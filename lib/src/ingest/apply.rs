@@ -5,7 +5,7 @@
 
 use super::coalesce::Pending;
 use super::serial::KeyLocks;
-use super::{AlertEvent, EventKind};
+use super::{AlertEvent, DeliveryKey, EventKind};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Alert, AlertStatus, NewAlert, Urgency};
@@ -160,9 +160,27 @@ impl Shared {
     }
 }
 
-fn seen_pk(source: &str, key: &str) -> String {
-    format!("seen#{source}#{key}")
+/// Where the answer to a delivery is kept: in the partition of the open-alert index entry for
+/// the event's (source, dedup key), under `seen#<delivery key>`. A retried delivery has the
+/// same body, so the same dedup key, and finds it there. Beside the index entry, a new alert's
+/// delivery record lands on the page the alert's index entry changes anyway and is read with it:
+/// kept in a partition of its own (`seen#<source>#<delivery key>`, before), every record went
+/// to a random page of one big tree, and after a million alerts that tree cost more than half
+/// of what a new alert cost the embedded store (11,500 new alerts/s without it, 5,800-7,300 with).
+fn seen_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
+    (AlertRepo::open_key(&event.source, &event.dedup_key).0, format!("seen#{}", delivery.key))
 }
+
+/// Where earlier versions kept the answer to a delivery. Still read (never written), so that a
+/// delivery answered before an upgrade is recognised after it; such records expire within a
+/// day or the source's grouping window, and on a store without them the read finds nothing at
+/// a place it finds nothing every time (no extra round trip: it is part of the same batch read).
+fn legacy_seen_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
+    (format!("seen#{}#{}", event.source, delivery.key), "seen".to_string())
+}
+
+/// Keys read per event with a delivery: where its answer is kept, and where it used to be.
+pub(super) const KEYS_PER_DELIVERY: usize = 2;
 
 pub(super) fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str {
     match (kind, outcome) {
@@ -456,11 +474,13 @@ impl Intake {
     }
 }
 
-/// The keys of the delivery records of those `events` that have a delivery key, in order.
+/// The keys of the delivery records of those `events` that have a delivery key, in order:
+/// [`KEYS_PER_DELIVERY`] each ([`seen_key`], then [`legacy_seen_key`]).
 fn delivery_keys(events: &[AlertEvent]) -> Vec<(String, String)> {
     events
         .iter()
-        .filter_map(|e| e.delivery.as_ref().map(|d| (seen_pk(&e.source, &d.key), "seen".to_string())))
+        .filter_map(|e| e.delivery.as_ref().map(|d| [seen_key(e, d), legacy_seen_key(e, d)]))
+        .flatten()
         .collect()
 }
 
@@ -471,7 +491,14 @@ fn answered(
 ) -> Result<Vec<Option<IntakeResult>>, RepoError> {
     let mut out = Vec::with_capacity(events.len());
     for e in events {
-        out.push(match e.delivery.as_ref().and_then(|_| found.next()).flatten() {
+        let mut record = None;
+        if e.delivery.is_some() {
+            for _ in 0..KEYS_PER_DELIVERY {
+                let item = found.next().flatten();
+                record = record.or(item);
+            }
+        }
+        out.push(match record {
             None => None,
             Some(item) => Some(decode::<IntakeResult>(&item, "delivery record")?.value),
         });
@@ -483,8 +510,8 @@ fn answered(
 /// key); it fails the transaction if another request recorded this delivery first.
 pub(super) fn seen_write(event: &AlertEvent, result: &IntakeResult) -> Option<Write> {
     event.delivery.as_ref().map(|d| {
-        let item = Item::new(seen_pk(&event.source, &d.key), "seen", encode(result))
-            .expiring_at(event.at.as_second() + d.ttl_secs);
+        let (pk, sk) = seen_key(event, d);
+        let item = Item::new(pk, sk, encode(result)).expiring_at(event.at.as_second() + d.ttl_secs);
         Write::Put { item, condition: Condition::Absent }
     })
 }

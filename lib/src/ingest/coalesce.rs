@@ -16,7 +16,7 @@
 
 use super::AlertEvent;
 use super::EventKind;
-use super::apply::{Intake, IntakeError, IntakeResult, Outcome, event_name, seen_write};
+use super::apply::{Intake, IntakeError, IntakeResult, KEYS_PER_DELIVERY, Outcome, event_name, seen_write};
 use crate::backoff::Backoff;
 use crate::embedded::{current_deadline, with_deadline_at};
 use crate::notify::{Job, NotifyJob, Subject};
@@ -26,10 +26,12 @@ use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 /// Most requests applied as one change: each adds a delivery record to the transaction, which
-/// holds at most 100 writes (the alert, its index and its job come first).
-const MAX_RUN: usize = 90;
-// A run's first read asks for its delivery records and the open-alert index in one batch.
-const _: () = assert!(MAX_RUN < crate::store::MAX_BATCH_GET);
+/// holds at most 100 writes (the alert, its index and its job come first), and each adds
+/// [`KEYS_PER_DELIVERY`] keys to the run's first read.
+const MAX_RUN: usize = 49;
+// A run's first read asks for the open-alert index and its delivery records in one batch.
+const _: () = assert!(MAX_RUN * KEYS_PER_DELIVERY < crate::store::MAX_BATCH_GET);
+const _: () = assert!(MAX_RUN + 3 <= crate::store::MAX_TRANSACTION_WRITES);
 
 type Answer = Result<IntakeResult, IntakeError>;
 
