@@ -13,6 +13,20 @@ function init(args)
   math.randomseed(b:byte(1) + b:byte(2) * 256 + b:byte(3) * 65536 + b:byte(4) * 16777216)
 end
 
+-- `n` random characters from `alphabet`: ids as senders make them (Particle device ids are 24
+-- hex digits, Mattermost post ids 26 of a-z0-9), so that keys land at random places in the
+-- store's indexes, as they do in a real storm, not one after another.
+function random_id(n, alphabet)
+  local out = {}
+  for i = 1, n do
+    local k = math.random(#alphabet)
+    out[i] = alphabet:sub(k, k)
+  end
+  return table.concat(out)
+end
+HEX = "0123456789abcdef"
+BASE32 = "abcdefghijkmnopqrstuwxyz13456789"
+
 function setup(thread)
   thread_id = thread_id + 1
   thread:set("tid", thread_id)
