@@ -8,7 +8,10 @@ local n = 0
 
 function request()
   n = n + 1
-  local device = (mode == "new") and random_id(24, HEX) or "storm"
+  local device = "storm"
+  if mode == "new" then
+    device = counted_ids and string.format("dev-%d-%d-%d", tid or 0, n, math.random(1e9)) or random_id(24, HEX)
+  end
   local body = string.format("event=ALERT&coreid=%s&data=-3.5&published_at=t-%d-%d-%d", device, tid or 0, n, math.random(1e9))
   return wrk.format("POST", "/hooks/particle/freezer", {
     ["Content-Type"] = "application/x-www-form-urlencoded",

@@ -8,6 +8,7 @@
 #
 #   lib/benches/load/run.sh            # needs wrk (apt-get install wrk)
 #   DURATION=20 lib/benches/load/run.sh
+#   IDS=counted lib/benches/load/run.sh   # ids as sent before 2026-12-01 (see common.lua)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 DURATION="${DURATION:-10}"

@@ -7,6 +7,7 @@
 #   lib/benches/load/storm.sh                        # 60 s, 64 senders, new Particle alerts
 #   DURATION=20 SENDERS=8 lib/benches/load/storm.sh
 #   SOURCE=mattermost MODE=repeat lib/benches/load/storm.sh
+#   IDS=counted lib/benches/load/storm.sh   # ids as sent before 2026-12-01 (see common.lua)
 #
 # Bounded: the storm lasts DURATION seconds against 127.0.0.1 only; waiting for cards stops
 # after DRAIN_LIMIT seconds (default 120); every process started here is stopped at the end.
