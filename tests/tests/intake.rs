@@ -451,8 +451,10 @@ async fn delivery_records_sit_beside_the_open_alert_index_and_older_ones_still_c
     let (status, _) = particle(&app, "freezer", &body("ev-1")).await;
     assert_eq!(status, StatusCode::OK);
     let store = &app.state.store;
-    let record = store.get("open#freezer#dev7:alert", "seen#event:ev-1").await.unwrap();
-    assert!(record.is_some_and(|r| r.data.contains(r#""alert_id":"ALR-1""#) && r.expires_at.is_some()));
+    let records = store.query_prefix("open#freezer#dev7:alert", "seen#", None).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].data, "created|ALR-1|open|critical|1|0|");
+    assert!(records[0].expires_at.is_some());
     assert!(store.get("open#freezer#dev7:alert", "open").await.unwrap().is_some());
     assert!(store.get("seen#freezer#event:ev-1", "seen").await.unwrap().is_none(), "nothing is written the old way");
 

@@ -5,7 +5,7 @@
 
 use super::coalesce::Pending;
 use super::serial::KeyLocks;
-use super::{AlertEvent, DeliveryKey, EventKind};
+use super::{AlertEvent, EventKind, delivery};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::domain::{Alert, AlertStatus, NewAlert, Urgency};
@@ -14,8 +14,8 @@ use crate::notify::{Job, NotifyJob, Subject};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::counter::NumberBlocks;
 use crate::repo::maintenance::MaintenanceRepo;
-use crate::repo::{RepoError, Versioned, decode, encode};
-use crate::store::{Condition, Item, Store, Write};
+use crate::repo::{RepoError, Versioned};
+use crate::store::{Item, Store, Write};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -160,28 +160,6 @@ impl Shared {
     }
 }
 
-/// Where the answer to a delivery is kept: in the partition of the open-alert index entry for
-/// the event's (source, dedup key), under `seen#<delivery key>`. A retried delivery has the
-/// same body, so the same dedup key, and finds it there. Beside the index entry, a new alert's
-/// delivery record lands on the page the alert's index entry changes anyway and is read with it:
-/// kept in a partition of its own (`seen#<source>#<delivery key>`, before), every record went
-/// to a random page of one big tree, and after a million alerts that tree cost more than half
-/// of what a new alert cost the embedded store (11,500 new alerts/s without it, 5,800-7,300 with).
-fn seen_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
-    (AlertRepo::open_key(&event.source, &event.dedup_key).0, format!("seen#{}", delivery.key))
-}
-
-/// Where earlier versions kept the answer to a delivery. Still read (never written), so that a
-/// delivery answered before an upgrade is recognised after it; such records expire within a
-/// day or the source's grouping window, and on a store without them the read finds nothing at
-/// a place it finds nothing every time (no extra round trip: it is part of the same batch read).
-fn legacy_seen_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
-    (format!("seen#{}#{}", event.source, delivery.key), "seen".to_string())
-}
-
-/// Keys read per event with a delivery: where its answer is kept, and where it used to be.
-pub(super) const KEYS_PER_DELIVERY: usize = 2;
-
 pub(super) fn event_name(kind: EventKind, outcome: &Outcome, raised: bool) -> &'static str {
     match (kind, outcome) {
         (_, Outcome::Grouped) if raised => "alert.urgency_raised",
@@ -313,9 +291,9 @@ impl Intake {
     /// What earlier deliveries of these events were answered (`None` for a first delivery or
     /// an event without a delivery key), in one read.
     async fn seen_many(&self, events: &[AlertEvent]) -> Result<Vec<Option<IntakeResult>>, RepoError> {
-        let keys = delivery_keys(events);
+        let keys = delivery::keys(events);
         let found = if keys.is_empty() { Vec::new() } else { self.store.get_many(&keys).await? };
-        answered(events, found.into_iter())
+        delivery::answered(events, found.into_iter())
     }
 
     /// One batch read of the item under `key` (the open-alert index) together with what earlier
@@ -326,10 +304,10 @@ impl Intake {
         events: &[AlertEvent],
     ) -> Result<(Option<Item>, Vec<Option<IntakeResult>>), RepoError> {
         let mut keys = vec![key];
-        keys.extend(delivery_keys(events));
+        keys.extend(delivery::keys(events));
         let mut found = self.store.get_many(&keys).await?.into_iter();
         let item = found.next().flatten();
-        Ok((item, answered(events, found)?))
+        Ok((item, delivery::answered(events, found)?))
     }
 
     async fn try_apply(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
@@ -347,7 +325,7 @@ impl Intake {
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
         let events = std::slice::from_ref(event);
         let mut keys = vec![AlertRepo::open_key(&event.source, &event.dedup_key)];
-        keys.extend(delivery_keys(events));
+        keys.extend(delivery::keys(events));
         let numbers = async {
             match self.shared.numbers.prefetches() && reserved_id.is_none() {
                 true => self.shared.numbers.refill_if_empty(self.store.as_ref()).await,
@@ -358,7 +336,7 @@ impl Intake {
         let (items, started) = found?;
         let mut items = items.into_iter();
         let pointer = items.next().flatten();
-        if let Some(previous) = answered(events, items)?.into_iter().next().flatten() {
+        if let Some(previous) = delivery::answered(events, items)?.into_iter().next().flatten() {
             return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
         }
         refilled?;
@@ -469,49 +447,7 @@ impl Intake {
             at: event.at,
         });
         let mut writes = vec![self.outbox.write(&job)];
-        writes.extend(seen_write(event, result));
+        writes.extend(delivery::record(event, result));
         (job, writes)
     }
-}
-
-/// The keys of the delivery records of those `events` that have a delivery key, in order:
-/// [`KEYS_PER_DELIVERY`] each ([`seen_key`], then [`legacy_seen_key`]).
-fn delivery_keys(events: &[AlertEvent]) -> Vec<(String, String)> {
-    events
-        .iter()
-        .filter_map(|e| e.delivery.as_ref().map(|d| [seen_key(e, d), legacy_seen_key(e, d)]))
-        .flatten()
-        .collect()
-}
-
-/// Each event's earlier answer, from the items read under [`delivery_keys`] (in that order).
-fn answered(
-    events: &[AlertEvent],
-    mut found: impl Iterator<Item = Option<Item>>,
-) -> Result<Vec<Option<IntakeResult>>, RepoError> {
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        let mut record = None;
-        if e.delivery.is_some() {
-            for _ in 0..KEYS_PER_DELIVERY {
-                let item = found.next().flatten();
-                record = record.or(item);
-            }
-        }
-        out.push(match record {
-            None => None,
-            Some(item) => Some(decode::<IntakeResult>(&item, "delivery record")?.value),
-        });
-    }
-    Ok(out)
-}
-
-/// The record that answers a later delivery of `event` with `result` (none without a delivery
-/// key); it fails the transaction if another request recorded this delivery first.
-pub(super) fn seen_write(event: &AlertEvent, result: &IntakeResult) -> Option<Write> {
-    event.delivery.as_ref().map(|d| {
-        let (pk, sk) = seen_key(event, d);
-        let item = Item::new(pk, sk, encode(result)).expiring_at(event.at.as_second() + d.ttl_secs);
-        Write::Put { item, condition: Condition::Absent }
-    })
 }

@@ -16,7 +16,8 @@
 
 use super::AlertEvent;
 use super::EventKind;
-use super::apply::{Intake, IntakeError, IntakeResult, KEYS_PER_DELIVERY, Outcome, event_name, seen_write};
+use super::apply::{Intake, IntakeError, IntakeResult, Outcome, event_name};
+use super::delivery::{self, KEYS_PER_DELIVERY};
 use crate::backoff::Backoff;
 use crate::embedded::{current_deadline, with_deadline_at};
 use crate::notify::{Job, NotifyJob, Subject};
@@ -254,7 +255,7 @@ impl Intake {
             raised |= raised_now;
             let mut result = IntakeResult::about(Outcome::Grouped, &next, true);
             result.raised_from = raised_now.then_some(before);
-            writes.extend(seen_write(event, &result));
+            writes.extend(delivery::record(event, &result));
             if let Some(k) = delivery {
                 in_run.insert(k, result.clone());
             }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod coalesce;
+mod delivery;
 pub mod mattermost;
 pub mod particle;
 pub mod serial;
