@@ -6,7 +6,7 @@
 //! dedup key, and finds it there. On the embedded store the record lands on the page that the
 //! alert's index entry changes anyway, and both are read together. Earlier versions kept it in a
 //! partition of its own (`seen#<source>#<delivery key>`): every record went to a random page of
-//! one big tree, and after a million alerts that tree cost more than half of what a new alert
+//! one big tree, and after a million alerts that tree cost up to half of what a new alert
 //! cost the embedded store.
 //!
 //! **What.** The answer as one short line (`created|ALR-12|open|high|1|0|`), about 35 bytes

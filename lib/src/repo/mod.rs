@@ -7,8 +7,8 @@
 //! |----------------------------------|------------|---------------------------------------|
 //! | `alert#ALR-12`                   | `alert`    | the alert (JSON)                      |
 //! | `open#<source>#<dedup key>`      | `open`     | id of the open alert with that key    |
-//! | `open#<source>#<dedup key>`      | `seen#<delivery key>` | the answer a delivery got (expires) |
-//! | `seen#<source>#<delivery key>`   | `seen`     | the same, as earlier versions kept it: read, never written |
+//! | `open#<source>#<dedup key>`      | `seen#<hash of the delivery key>` | the answer a delivery got, one line (expires; `ingest/delivery.rs`) |
+//! | `seen#<source>#<delivery key>`   | `seen`     | the same in JSON, as earlier versions kept it: read, never written |
 //! | `incident#42`                    | `incident` | the incident (JSON)                   |
 //! | `incident-channel#<channel id>`  | `incident` | number of the channel's incident      |
 //! | `incidents-open`                 | number     | one per open incident (`/incident list`) |
