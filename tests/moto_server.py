@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from werkzeug.serving import run_simple
+from werkzeug.serving import BaseWSGIServer, run_simple
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -37,6 +37,10 @@ def main() -> None:
             # Consume the whole response inside the lock: moto builds it lazily.
             return list(app(environ, start_response))
 
+    # werkzeug listens with a backlog of 128; the intake suite's bursts open 200 connections at
+    # once, and a connection dropped from a full backlog waits 1 s, then 3 s, to try again: past
+    # the SDK's 3.1 s connect timeout (one such request failed with 503 in a full local run).
+    BaseWSGIServer.request_queue_size = 1024
     run_simple(host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
 
 
