@@ -25,8 +25,6 @@ use crate::domain::{AlertStatus, Urgency};
 use crate::repo::alerts::AlertRepo;
 use crate::repo::{RepoError, decode, encode};
 use crate::store::{Condition, Item, Write};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 /// Keys read per event with a delivery: where its answer is kept, and where it used to be.
@@ -85,23 +83,30 @@ fn legacy_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
 /// `outcome|alert id|status|urgency|occurrences|deduplicated (0/1)|urgency raised from`, for
 /// the outcomes a change records; JSON for anything else (an outcome with a reason).
 fn encode_answer(r: &IntakeResult) -> String {
-    let compact = matches!(r.outcome, Outcome::Created | Outcome::Grouped | Outcome::Acknowledged | Outcome::Resolved)
-        && r.alert_id.as_deref().is_some_and(|id| !id.contains('|'));
-    if !compact {
+    let Some(outcome) = COMPACT_OUTCOMES.iter().find(|(o, _)| *o == r.outcome).map(|(_, name)| *name) else {
+        return encode(r);
+    };
+    let alert_id = r.alert_id.as_deref().unwrap_or_default();
+    if alert_id.contains('|') {
         return encode(r);
     }
-    let name = |v: Option<String>| v.unwrap_or_default();
     format!(
-        "{}|{}|{}|{}|{}|{}|{}",
-        name(serde_name(&r.outcome)),
-        r.alert_id.as_deref().unwrap_or_default(),
-        name(r.status.and_then(|s| serde_name(&s))),
-        name(r.urgency.and_then(|u| serde_name(&u))),
+        "{outcome}|{alert_id}|{}|{}|{}|{}|{}",
+        r.status.map(AlertStatus::as_str).unwrap_or_default(),
+        r.urgency.map(Urgency::as_str).unwrap_or_default(),
         r.occurrences,
         u8::from(r.deduplicated),
-        name(r.raised_from.and_then(|u| serde_name(&u))),
+        r.raised_from.map(Urgency::as_str).unwrap_or_default(),
     )
 }
+
+/// The outcomes written as a line, and their names there (serde's).
+const COMPACT_OUTCOMES: [(Outcome, &str); 4] = [
+    (Outcome::Created, "created"),
+    (Outcome::Grouped, "grouped"),
+    (Outcome::Acknowledged, "acknowledged"),
+    (Outcome::Resolved, "resolved"),
+];
 
 fn decode_answer(item: &Item) -> Result<IntakeResult, RepoError> {
     if item.data.starts_with('{') {
@@ -113,37 +118,31 @@ fn decode_answer(item: &Item) -> Result<IntakeResult, RepoError> {
     let [outcome, alert_id, status, urgency, occurrences, deduplicated, raised_from] = f[..] else {
         return Err(bad("not 7 fields"));
     };
-    let outcome: serde_json::Value = serde_json::json!({ "outcome": outcome });
+    let urgency_named = |field: &str| match field {
+        "" => Ok(None),
+        _ => Urgency::ALL.into_iter().find(|u| u.as_str() == field).map(Some).ok_or_else(|| bad("unknown urgency")),
+    };
     Ok(IntakeResult {
-        outcome: serde_json::from_value(outcome).map_err(|_| bad("unknown outcome"))?,
+        outcome: COMPACT_OUTCOMES
+            .iter()
+            .find(|(_, name)| *name == outcome)
+            .map(|(o, _)| o.clone())
+            .ok_or_else(|| bad("unknown outcome"))?,
         alert_id: Some(alert_id.to_string()).filter(|id| !id.is_empty()),
-        status: optional::<AlertStatus>(status).ok_or_else(|| bad("unknown status"))?,
-        urgency: optional::<Urgency>(urgency).ok_or_else(|| bad("unknown urgency"))?,
+        status: match status {
+            "" => None,
+            // serde knows every status; its names are `as_str`'s (tested).
+            _ => Some(serde_json::from_value(serde_json::Value::from(status)).map_err(|_| bad("unknown status"))?),
+        },
+        urgency: urgency_named(urgency)?,
         occurrences: occurrences.parse().map_err(|_| bad("occurrences not a number"))?,
         deduplicated: match deduplicated {
             "0" => false,
             "1" => true,
             _ => return Err(bad("deduplicated not 0 or 1")),
         },
-        raised_from: optional::<Urgency>(raised_from).ok_or_else(|| bad("unknown urgency"))?,
+        raised_from: urgency_named(raised_from)?,
     })
-}
-
-/// How serde names a unit variant (`"open"`, `"critical"`, `"created"`).
-fn serde_name<T: Serialize>(value: &T) -> Option<String> {
-    match serde_json::to_value(value).ok()? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Object(map) => map.get("outcome").and_then(|v| v.as_str()).map(str::to_string),
-        _ => None,
-    }
-}
-
-/// An empty field is `None`; a field that names no variant fails (`None` outside).
-fn optional<T: DeserializeOwned>(field: &str) -> Option<Option<T>> {
-    if field.is_empty() {
-        return Some(None);
-    }
-    serde_json::from_value(serde_json::Value::String(field.to_string())).ok().map(Some)
 }
 
 #[cfg(test)]
@@ -181,6 +180,19 @@ mod tests {
         let first =
             IntakeResult { deduplicated: false, status: Some(AlertStatus::Open), ..result(Outcome::Created, None) };
         assert_eq!(encode_answer(&first), "created|ALR-1770319|open|critical|42|0|");
+    }
+
+    #[test]
+    fn the_names_in_a_line_are_serdes() {
+        for (outcome, name) in &COMPACT_OUTCOMES {
+            assert_eq!(serde_json::to_value(outcome).unwrap()["outcome"], *name);
+        }
+        for s in [AlertStatus::Open, AlertStatus::Acknowledged, AlertStatus::Resolved] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for u in Urgency::ALL {
+            assert_eq!(serde_json::to_value(u).unwrap(), u.as_str());
+        }
     }
 
     #[test]
