@@ -722,12 +722,16 @@ mod tests {
         let db = Db::open_restarting_at(&path, 200).unwrap();
         db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
         let (stop, reads) = reads_beside(&db);
-        // About 14,000 pages: without the restart, the WAL ends up holding nearly all of them.
+        // About 14,000 pages: without the restart, the WAL ends up holding nearly all of them
+        // (13,980 when the writer never managed it). With it, 3,100 pages at most in 8 runs on
+        // an idle machine, and 6,300-8,200 in 2 of 10 debug runs with two busy loops on the 2
+        // cores (the checkpointer then gets the CPU less often, and a restart can time out
+        // waiting for reads): the bound sits between those and the 14,000.
         write_rows(&db, 0, 400).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reads.await.unwrap() > 0, "reads ran beside the writes");
         let pages = wal_file_pages(&path);
-        assert!(pages < 5_000, "the WAL grew to {pages} pages: it was never started over (restart at 200)");
+        assert!(pages < 10_000, "the WAL grew to {pages} pages: it was never started over (restart at 200)");
         let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
         assert_eq!(n, 16_000, "every committed row is there");
     }
