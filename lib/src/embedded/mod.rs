@@ -188,9 +188,15 @@ impl Db {
         &self.queued
     }
 
-    /// Wakes every receive waiting on an embedded queue.
-    pub(crate) fn wake_receivers(&self) {
-        self.queued.notify_waiters();
+    /// Wakes one receive waiting on an embedded queue for each of `messages` just queued (the
+    /// others go on waiting, up to their poll interval). Waking every waiting receive for each
+    /// message sent once cost a storm of repeats of one alert dearly: the 32 notifier loops all
+    /// woke for each of its jobs, and all but one found its group busy, each after a walk of the
+    /// queue on the writer.
+    pub(crate) fn wake_receivers(&self, messages: usize) {
+        for _ in 0..messages {
+            self.queued.notify_one();
+        }
     }
 
     /// Runs set-up SQL (schemas) on the writer and waits for it.

@@ -311,7 +311,7 @@ impl Queue for SqliteQueue {
         let now = now_ms();
         let queued = self.db.run(move |tx| insert_message(tx, &name, &message, now, Dedup::Window)).await?;
         if queued {
-            self.db.wake_receivers();
+            self.db.wake_receivers(1);
         }
         Ok(())
     }

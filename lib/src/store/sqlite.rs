@@ -224,7 +224,7 @@ impl Store for SqliteStore {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes)?;
         let now = now_unix();
-        let queues = writes.iter().any(|w| matches!(w, Write::Enqueue { .. }));
+        let queued = writes.iter().filter(|w| matches!(w, Write::Enqueue { .. })).count();
         // `Db::run_or_rollback` keeps the writes only when the closure returns Ok(Ok(..)).
         let outcome = self
             .db
@@ -239,8 +239,8 @@ impl Store for SqliteStore {
                 Ok(Ok(()))
             })
             .await?;
-        if queues && outcome.is_ok() {
-            self.db.wake_receivers();
+        if outcome.is_ok() {
+            self.db.wake_receivers(queued);
         }
         outcome
     }
