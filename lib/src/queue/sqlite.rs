@@ -153,7 +153,8 @@ fn seq_of(receipt: &str) -> Option<i64> {
     receipt.split_once('.').and_then(|(seq, _)| seq.parse().ok())
 }
 
-/// How often a waiting receive looks again when nothing in this process has sent.
+/// How often a waiting receive looks again when no send woke it (a send wakes one waiting
+/// receive per message it queued; see `Db::wake_receivers`).
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where a queue's messages go after too many receives.
