@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 // Every index here is paid for on each of a storm's messages, so there are few: messages are
-// found by `seq` (the message id and the receipt carry it), a FIFO queue is walked in `seq`
-// order (an index that holds everything the walk looks at, so that passing a message in flight
-// costs no read of its row), and only standard-queue messages (timers, which may be delayed)
-// are indexed by when they become visible.
+// found by `seq` (the message id and the receipt carry it). A FIFO queue's messages that were
+// never received are walked in `seq` order; those received before (in flight, pushed back for
+// later, or visible again) are few at any time and sit in two small indexes of their own, by
+// group (is an earlier message of this group held?) and by when they are visible again. Only
+// standard-queue messages (timers, which may be delayed) are indexed by when they become visible.
 const MESSAGE_COLUMNS: &str = "(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -33,7 +34,13 @@ const MESSAGE_COLUMNS: &str = "(
 const SCHEMA: &str = "
 DROP INDEX IF EXISTS queue_messages_ready;
 DROP INDEX IF EXISTS queue_messages_order;
-CREATE INDEX IF NOT EXISTS queue_messages_walk ON queue_messages (queue, seq, visible_at, group_id, receive_count);
+DROP INDEX IF EXISTS queue_messages_walk;
+CREATE INDEX IF NOT EXISTS queue_messages_fresh ON queue_messages (queue, seq, group_id, visible_at)
+    WHERE receive_count = 0 AND group_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_messages_held ON queue_messages (queue, group_id, seq, receive_count)
+    WHERE receive_count > 0 AND group_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_messages_back ON queue_messages (queue, visible_at, seq, group_id, receive_count)
+    WHERE receive_count > 0 AND group_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_messages_timers ON queue_messages (queue, visible_at, seq) WHERE group_id IS NULL;
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue TEXT NOT NULL,
@@ -51,14 +58,28 @@ const MAX_WALK: usize = 5_000;
 
 // The receive walks. `queue = ?1 COLLATE BINARY` (the same comparison as `queue = ?1`): the
 // plain form beside `ORDER BY` made SQLite compile the statement again every time the name was
-// bound, on every receive. The FIFO walk reads the index only; the bodies of the messages it
-// picks are read by `seq` afterwards. In a storm each receive passes every message in flight
-// (32 notifier loops hold up to 320): reading their rows was about a tenth of the writer's time.
-const RECEIVE_FIFO: &str = "SELECT seq, group_id, receive_count, visible_at
-     FROM queue_messages INDEXED BY queue_messages_walk
-     WHERE queue = ?1 COLLATE BINARY ORDER BY seq";
+// bound, on every receive. Each reads an index only; the bodies of the messages picked are read
+// by `seq` afterwards.
+//
+// A FIFO receive looks at the messages received before that are visible again, then walks the
+// messages never received, in send order. Within a group, every message received before was sent
+// before every message never received (a group is received in send order), so a message may go
+// when no earlier message of its group is held by an earlier receive ([`HELD_BEFORE`]). The walk
+// used to pass every message in flight to learn which groups were busy: in a storm each receive
+// passed up to 320 (32 notifier loops with 10 each), and most of a receive's time went there.
+const RECEIVE_FIFO: &str = "SELECT seq, group_id, visible_at
+     FROM queue_messages INDEXED BY queue_messages_fresh
+     WHERE queue = ?1 COLLATE BINARY AND receive_count = 0 AND group_id IS NOT NULL ORDER BY seq";
+const RECEIVE_FIFO_AGAIN: &str = "SELECT seq, group_id, receive_count
+     FROM queue_messages INDEXED BY queue_messages_back
+     WHERE queue = ?1 COLLATE BINARY AND receive_count > 0 AND group_id IS NOT NULL AND visible_at <= ?2
+     ORDER BY visible_at, seq";
+/// Messages of group `?2` received before message `?3` and not deleted since.
+const HELD_BEFORE: &str = "SELECT seq
+     FROM queue_messages INDEXED BY queue_messages_held
+     WHERE queue = ?1 COLLATE BINARY AND group_id = ?2 AND receive_count > 0 AND seq < ?3";
 const BODY: &str = "SELECT body FROM queue_messages WHERE seq = ?1";
-const RECEIVE_STANDARD: &str = "SELECT seq, group_id, receive_count, visible_at
+const RECEIVE_STANDARD: &str = "SELECT seq, receive_count
      FROM queue_messages INDEXED BY queue_messages_timers
      WHERE queue = ?1 COLLATE BINARY AND group_id IS NULL AND visible_at <= ?2 ORDER BY visible_at, seq";
 
@@ -218,54 +239,10 @@ impl SqliteQueue {
 
     fn try_receive(&self, tx: &Transaction<'_>, options: &ReceiveOptions) -> rusqlite::Result<Vec<ReceivedMessage>> {
         let now = now_ms();
-        let mut picked: Vec<(i64, Option<String>, i64)> = Vec::new();
-        let mut dead: Vec<i64> = Vec::new();
-        {
-            // Both walk an index in delivery order and stop after a batch: no sort, whatever
-            // the backlog.
-            let mut stmt = tx.prepare_cached(match self.kind {
-                QueueKind::Fifo => RECEIVE_FIFO,
-                QueueKind::Standard => RECEIVE_STANDARD,
-            })?;
-            let mut rows = match self.kind {
-                QueueKind::Fifo => stmt.query(params![self.name])?,
-                QueueKind::Standard => stmt.query(params![self.name, now])?,
-            };
-            // A FIFO group whose earliest message is in flight delivers nothing else until it
-            // is deleted or visible again; the walk meets that message before the group's later
-            // ones, because it goes in send order.
-            // Busy groups by a hash of their id: the walk passes every message in flight, and
-            // copying each one's group id cost more than the rest of its step. Two groups whose
-            // ids collide in 64 bits would only hold one back while the other has a message in
-            // flight: a delay, never a message out of order.
-            let mut busy: HashSet<u64> = HashSet::new();
-            let mut walked = 0;
-            while let Some(row) = rows.next()? {
-                walked += 1;
-                let (seq, count, visible_at): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
-                let group = row.get_ref(1)?.as_str_or_null().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
-                })?;
-                let key = group.map(group_key);
-                let group_busy = key.is_some_and(|k| busy.contains(&k));
-                if visible_at > now || group_busy {
-                    if let Some(k) = key {
-                        busy.insert(k);
-                    }
-                } else if self.redrive.as_ref().is_some_and(|r| count >= i64::from(r.max_receives)) {
-                    // SQS moves a message when a receive would deliver it for the (max+1)-th time.
-                    dead.push(seq);
-                } else {
-                    picked.push((seq, group.map(str::to_string), count));
-                    if picked.len() >= options.max {
-                        break;
-                    }
-                }
-                if walked >= MAX_WALK {
-                    break;
-                }
-            }
-        }
+        let (picked, dead) = match self.kind {
+            QueueKind::Fifo => self.pick_fifo(tx, options.max, now)?,
+            QueueKind::Standard => self.pick_standard(tx, options.max, now)?,
+        };
         if let Some(r) = &self.redrive {
             let mut moved = tx.prepare_cached(
                 "UPDATE queue_messages SET queue = ?1, receive_count = 0, receipt = NULL WHERE seq = ?2",
@@ -280,7 +257,7 @@ impl SqliteQueue {
             "UPDATE queue_messages SET receipt = ?1, visible_at = ?2, receive_count = receive_count + 1 WHERE seq = ?3",
         )?;
         let mut body_of = tx.prepare_cached(BODY)?;
-        for (seq, group_id, count) in picked {
+        for Picked { seq, group_id, receive_count } in picked {
             let receipt = receipt_for(seq);
             mark.execute(params![receipt, visible_at, seq])?;
             let body: String = body_of.query_row(params![seq], |r| r.get(0))?;
@@ -289,11 +266,134 @@ impl SqliteQueue {
                 receipt,
                 body,
                 group_id,
-                receive_count: count as u32 + 1,
+                receive_count: receive_count as u32 + 1,
             });
         }
         Ok(out)
     }
+
+    /// Whether a message that would now move to the dead-letter queue: SQS moves a message when
+    /// a receive would deliver it for the (max+1)-th time.
+    fn is_dead(&self, receive_count: i64) -> bool {
+        self.redrive.as_ref().is_some_and(|r| receive_count >= i64::from(r.max_receives))
+    }
+
+    /// Up to `max` messages of a FIFO queue to deliver now, in send order within each group, and
+    /// those to move to the dead-letter queue. See [`RECEIVE_FIFO`].
+    fn pick_fifo(&self, tx: &Transaction<'_>, max: usize, now: i64) -> rusqlite::Result<(Vec<Picked>, Vec<i64>)> {
+        let mut picked: Vec<Picked> = Vec::new();
+        let mut dead: Vec<i64> = Vec::new();
+        // Messages leaving the held ones in this receive: picked, or moved to the dead letters.
+        let mut leaving: HashSet<i64> = HashSet::new();
+        // Groups that deliver nothing more in this receive, by a hash of their id (a collision
+        // only holds a group back until the next receive) ...
+        let mut busy: HashSet<u64> = HashSet::new();
+        // ... and groups of never received messages found free in it, by their id: nothing of
+        // theirs is held but what leaves now, so their later messages skip the check.
+        let mut free: HashSet<String> = HashSet::new();
+        let mut held_before = tx.prepare_cached(HELD_BEFORE)?;
+        let mut held = |group: &str, seq: i64, leaving: &HashSet<i64>| -> rusqlite::Result<bool> {
+            let mut rows = held_before.query(params![self.name, group, seq])?;
+            while let Some(row) = rows.next()? {
+                if !leaving.contains(&row.get::<_, i64>(0)?) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let mut walked = 0;
+        // Received before and visible again (their time ran out, or they were pushed back for
+        // later and that time came), in send order: rare, and usually none.
+        let again: Vec<(i64, String, i64)> = {
+            let mut stmt = tx.prepare_cached(RECEIVE_FIFO_AGAIN)?;
+            let rows = stmt.query_map(params![self.name, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let mut again = rows.take(MAX_WALK).collect::<rusqlite::Result<Vec<_>>>()?;
+            again.sort_unstable_by_key(|(seq, _, _)| *seq);
+            again
+        };
+        for (seq, group, receive_count) in again {
+            walked += 1;
+            if picked.len() >= max {
+                break;
+            }
+            let key = group_key(&group);
+            if busy.contains(&key) || held(&group, seq, &leaving)? {
+                busy.insert(key);
+            } else if self.is_dead(receive_count) {
+                dead.push(seq);
+                leaving.insert(seq);
+            } else {
+                // Not `free` yet: a later message of this group may still be held (pushed back
+                // for longer), and the walk below must check for it.
+                leaving.insert(seq);
+                picked.push(Picked { seq, group_id: Some(group), receive_count });
+            }
+        }
+        if picked.len() >= max || walked >= MAX_WALK {
+            return Ok((picked, dead));
+        }
+        let mut stmt = tx.prepare_cached(RECEIVE_FIFO)?;
+        let mut rows = stmt.query(params![self.name])?;
+        while let Some(row) = rows.next()? {
+            walked += 1;
+            let (seq, visible_at): (i64, i64) = (row.get(0)?, row.get(2)?);
+            let group = row
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
+            let key = group_key(group);
+            if busy.contains(&key) {
+            } else if visible_at > now || (!free.contains(group) && held(group, seq, &leaving)?) {
+                busy.insert(key);
+            } else {
+                if !free.contains(group) {
+                    free.insert(group.to_string());
+                }
+                picked.push(Picked { seq, group_id: Some(group.to_string()), receive_count: 0 });
+                if picked.len() >= max {
+                    break;
+                }
+            }
+            if walked >= MAX_WALK {
+                break;
+            }
+        }
+        Ok((picked, dead))
+    }
+
+    /// Up to `max` messages of a standard queue that are visible now, oldest first, and those
+    /// to move to the dead-letter queue.
+    fn pick_standard(&self, tx: &Transaction<'_>, max: usize, now: i64) -> rusqlite::Result<(Vec<Picked>, Vec<i64>)> {
+        let mut picked: Vec<Picked> = Vec::new();
+        let mut dead: Vec<i64> = Vec::new();
+        let mut stmt = tx.prepare_cached(RECEIVE_STANDARD)?;
+        let mut rows = stmt.query(params![self.name, now])?;
+        let mut walked = 0;
+        while let Some(row) = rows.next()? {
+            walked += 1;
+            let (seq, receive_count): (i64, i64) = (row.get(0)?, row.get(1)?);
+            if self.is_dead(receive_count) {
+                dead.push(seq);
+            } else {
+                picked.push(Picked { seq, group_id: None, receive_count });
+                if picked.len() >= max {
+                    break;
+                }
+            }
+            if walked >= MAX_WALK {
+                break;
+            }
+        }
+        Ok((picked, dead))
+    }
+}
+
+/// A message a receive delivers.
+struct Picked {
+    seq: i64,
+    group_id: Option<String>,
+    /// Before this receive.
+    receive_count: i64,
 }
 
 #[async_trait]
@@ -418,6 +518,9 @@ mod tests {
         let timers = SqliteQueue::open(db.clone(), "t", QueueKind::Standard, None).unwrap();
         timers.send(OutgoingMessage::standard("m")).await.unwrap();
         assert_eq!(crate::embedded::recompilations(&db, RECEIVE_FIFO, &[&"f"]), 0, "FIFO receive recompiled");
+        let now = 0_i64;
+        assert_eq!(crate::embedded::recompilations(&db, RECEIVE_FIFO_AGAIN, &[&"f", &now]), 0, "FIFO again recompiled");
+        assert_eq!(crate::embedded::recompilations(&db, HELD_BEFORE, &[&"f", &"g", &now]), 0, "held check recompiled");
         let now = i64::MAX;
         assert_eq!(
             crate::embedded::recompilations(&db, RECEIVE_STANDARD, &[&"t", &now]),
@@ -427,7 +530,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_fifo_walk_reads_only_its_index_and_an_older_file_gets_it() {
+    async fn the_fifo_walks_read_only_their_indexes_and_an_older_file_gets_them() {
         let dir = tempfile::tempdir().unwrap();
         {
             // A file from before: its walk index was (queue, seq), which made the walk read
@@ -441,25 +544,35 @@ mod tests {
         }
         let db = Db::open_in(dir.path()).unwrap();
         SqliteQueue::open(db.clone(), "f", QueueKind::Fifo, None).unwrap();
-        let plan = db
-            .read(|tx| {
-                let mut stmt = tx.prepare(&format!("EXPLAIN QUERY PLAN {RECEIVE_FIFO}"))?;
-                let rows = stmt.query_map(params!["f"], |r| r.get::<_, String>(3))?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .await
-            .unwrap()
-            .join("; ");
-        assert!(plan.contains("USING COVERING INDEX queue_messages_walk"), "{plan}");
-        let old_index = db
-            .read(|tx| {
-                tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'queue_messages_order'", [], |r| {
-                    r.get::<_, i64>(0)
+        let plan = |sql: &'static str, params: Vec<Box<dyn rusqlite::ToSql + Send + Sync>>| {
+            let db = db.clone();
+            async move {
+                db.read(move |tx| {
+                    let mut stmt = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.as_ref() as _).collect();
+                    let rows = stmt.query_map(params.as_slice(), |r| r.get::<_, String>(3))?;
+                    rows.collect::<rusqlite::Result<Vec<String>>>()
                 })
-            })
-            .await
-            .unwrap();
-        assert_eq!(old_index, 0, "the older index is dropped: every message paid for it");
+                .await
+                .unwrap()
+                .join("; ")
+            }
+        };
+        let fresh = plan(RECEIVE_FIFO, vec![Box::new("f")]).await;
+        assert!(fresh.contains("USING COVERING INDEX queue_messages_fresh"), "{fresh}");
+        let again = plan(RECEIVE_FIFO_AGAIN, vec![Box::new("f"), Box::new(0_i64)]).await;
+        assert!(again.contains("USING COVERING INDEX queue_messages_back"), "{again}");
+        let held = plan(HELD_BEFORE, vec![Box::new("f"), Box::new("g"), Box::new(0_i64)]).await;
+        assert!(held.contains("USING COVERING INDEX queue_messages_held"), "{held}");
+        for old in ["queue_messages_order", "queue_messages_walk"] {
+            let left = db
+                .read(move |tx| {
+                    tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = ?1", [old], |r| r.get::<_, i64>(0))
+                })
+                .await
+                .unwrap();
+            assert_eq!(left, 0, "the older index {old} is dropped: every message paid for it");
+        }
     }
 
     #[tokio::test]
@@ -524,6 +637,72 @@ mod tests {
             "a delayed message was never received: it keeps its delay"
         );
         assert!(timers.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap().is_empty());
+    }
+
+    fn bodies(got: &[ReceivedMessage]) -> Vec<&str> {
+        got.iter().map(|m| m.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_received_before_goes_on_in_send_order_whichever_message_is_visible_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(Db::open_in(dir.path()).unwrap(), "n", QueueKind::Fifo, None).unwrap();
+        for (body, group) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")] {
+            q.send(OutgoingMessage::fifo(body, group, body)).await.unwrap();
+        }
+        let long = ReceiveOptions::new(10, Duration::from_secs(300));
+        let first = q.receive(ReceiveOptions::new(2, Duration::from_secs(300))).await.unwrap();
+        assert_eq!(bodies(&first), ["a1", "a2"], "one group's messages come together, in order");
+        // a1 failed and waits; a2 (not tried) is pushed back for less time and is visible first.
+        q.change_visibility(&first[0].receipt, Duration::from_secs(600)).await.unwrap();
+        q.change_visibility(&first[1].receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(bodies(&q.receive(long).await.unwrap()), ["b1"], "A waits for a1, whatever a2 does");
+        // Now a1 is visible again but a2 waits: the never received a3 must not pass a2.
+        q.change_visibility(&first[0].receipt, Duration::ZERO).await.unwrap();
+        q.change_visibility(&first[1].receipt, Duration::from_secs(600)).await.unwrap();
+        let second = q.receive(long).await.unwrap();
+        assert_eq!(bodies(&second), ["a1"], "a3 waits for a2");
+        q.delete(&second[0].receipt).await.unwrap();
+        // a2's time comes: a2 and then a3 go, in order, in one batch.
+        q.change_visibility(&first[1].receipt, Duration::ZERO).await.unwrap();
+        let third = q.receive(long).await.unwrap();
+        assert_eq!(bodies(&third), ["a2", "a3"]);
+        assert_eq!(third.iter().map(|m| m.receive_count).collect::<Vec<_>>(), [2, 1]);
+        // Only a3 goes back: it waits while a2 is in hand.
+        q.change_visibility(&third[1].receipt, Duration::ZERO).await.unwrap();
+        assert!(q.receive(long).await.unwrap().is_empty(), "a3 waits while a2 is held");
+        q.delete(&third[0].receipt).await.unwrap();
+        assert_eq!(bodies(&q.receive(long).await.unwrap()), ["a3"]);
+    }
+
+    #[tokio::test]
+    async fn a_receive_does_not_pass_the_messages_in_flight() {
+        // 300 messages in flight, each its own group (a storm of new alerts): a receive finds
+        // the next one without reading them.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
+        for i in 0..301 {
+            q.send(OutgoingMessage::fifo(format!("m{i}"), format!("ALR-{i}"), format!("j{i}"))).await.unwrap();
+        }
+        for _ in 0..30 {
+            assert_eq!(q.receive(ReceiveOptions::new(10, Duration::from_secs(300))).await.unwrap().len(), 10);
+        }
+        let steps = db
+            .run(|tx| {
+                let mut stmt = tx.prepare_cached(RECEIVE_FIFO)?;
+                let mut rows = stmt.query(params!["n"])?;
+                let mut n = 0;
+                while rows.next()?.is_some() {
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await
+            .unwrap();
+        assert_eq!(steps, 1, "the walk sees only the message never received");
+        let last = q.receive(ReceiveOptions::new(10, Duration::from_secs(300))).await.unwrap();
+        assert_eq!(bodies(&last), ["m300"]);
     }
 
     #[tokio::test]
