@@ -272,8 +272,9 @@ impl SqliteQueue {
         Ok(out)
     }
 
-    /// Whether a message that would now move to the dead-letter queue: SQS moves a message when
-    /// a receive would deliver it for the (max+1)-th time.
+    /// Whether a message received `receive_count` times goes to the dead-letter queue instead of
+    /// being delivered: SQS moves a message when a receive would deliver it for the (max+1)-th
+    /// time.
     fn is_dead(&self, receive_count: i64) -> bool {
         self.redrive.as_ref().is_some_and(|r| receive_count >= i64::from(r.max_receives))
     }
@@ -342,8 +343,9 @@ impl SqliteQueue {
                 .as_str()
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
             let key = group_key(group);
-            if busy.contains(&key) {
-            } else if visible_at > now || (!free.contains(group) && held(group, seq, &leaving)?) {
+            let waits =
+                busy.contains(&key) || visible_at > now || (!free.contains(group) && held(group, seq, &leaving)?);
+            if waits {
                 busy.insert(key);
             } else {
                 if !free.contains(group) {
