@@ -678,6 +678,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn jobs_waiting_for_their_retry_never_hold_back_new_ones_however_many() {
+        // A long Mattermost outage: more jobs pushed back for later than a walk may pass
+        // (MAX_WALK). The walk used to pass them in send order and stop before the new job.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
+        let waiting = MAX_WALK as i64 + 1_000;
+        db.run(move |tx| {
+            for i in 0..waiting {
+                let m = OutgoingMessage::fifo(format!("old {i}"), format!("ALR-{i}"), format!("j{i}"));
+                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
+            }
+            // Each received once and pushed back an hour, as a failed job is.
+            let later = now_ms() + 3_600_000;
+            tx.execute("UPDATE queue_messages SET receive_count = 1, receipt = 'r', visible_at = ?1", [later])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        q.send(OutgoingMessage::fifo("new", "ALR-new", "j-new")).await.unwrap();
+        let got = q.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
+        assert_eq!(bodies(&got), ["new"]);
+    }
+
+    #[tokio::test]
     async fn a_receive_does_not_pass_the_messages_in_flight() {
         // 300 messages in flight, each its own group (a storm of new alerts): a receive finds
         // the next one without reading them.
