@@ -617,6 +617,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_in_flight_under_the_previous_walk_index_stays_held_after_the_upgrade() {
+        // A process of the version before (one walk index over every message) was killed with
+        // a1 in hand; the next version opens the file.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = rusqlite::Connection::open(dir.path().join(crate::embedded::DB_FILE)).unwrap();
+            old.execute_batch(&format!(
+                "CREATE TABLE queue_messages {MESSAGE_COLUMNS};
+                 CREATE INDEX queue_messages_walk ON queue_messages (queue, seq, visible_at, group_id, receive_count);
+                 INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at, receive_count, receipt)
+                     VALUES ('n', '', 'a1', 'A', 9000000000000, 1, '1.old'),
+                            ('n', '', 'a2', 'A', 0, 0, NULL),
+                            ('n', '', 'b1', 'B', 0, 0, NULL);"
+            ))
+            .unwrap();
+        }
+        let q = SqliteQueue::open(Db::open_in(dir.path()).unwrap(), "n", QueueKind::Fifo, None).unwrap();
+        let long = ReceiveOptions::new(10, Duration::from_secs(300));
+        let b = q.receive(long).await.unwrap();
+        assert_eq!(bodies(&b), ["b1"], "a2 waits for a1, still in hand");
+        q.delete(&b[0].receipt).await.unwrap();
+        assert_eq!(q.release_in_flight().await.unwrap(), 1);
+        let got = q.receive(long).await.unwrap();
+        assert_eq!(bodies(&got), ["a1", "a2"]);
+        assert_eq!(got.iter().map(|m| m.receive_count).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[tokio::test]
     async fn a_restart_resumes_what_a_killed_process_had_in_hand_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_in(dir.path()).unwrap();
