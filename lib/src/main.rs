@@ -111,18 +111,9 @@ enum ConfigCommand {
     },
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match klaxon::serve::runtime() {
-        Ok(runtime) => runtime.block_on(run(cli)),
-        Err(e) => {
-            eprintln!("klaxon: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { addr, config, data_dir } => {
             klaxon::telemetry::init();

@@ -27,27 +27,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Jobs younger than this are left to the request that wrote them.
 pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(10);
 
-/// The runtime the `klaxon` command runs on: one worker thread fewer than the machine has
-/// cores, at least one, so that the database's writer and checkpointer threads have a core
-/// beside the workers (`TOKIO_WORKER_THREADS` overrides it). On 2 cores, one worker instead of
-/// two (tokio's default) cut the server's CPU per new alert by about a tenth at 64 senders
-/// (119 against 132 µs, alternating 10 s runs), and changed neither repeats, nor 8 senders, nor
-/// how fast storms get their cards.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        builder.worker_threads(worker_threads(cores));
-    }
-    builder.build()
-}
-
-/// Tokio worker threads for a machine with `cores` cores (see [`runtime`]).
-pub fn worker_threads(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
-}
-
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub addr: SocketAddr,
@@ -304,17 +283,4 @@ pub fn banner(state: &AppState, config_path: Option<&Path>, local: SocketAddr) -
     out.push(String::new());
     out.push("Stop with Ctrl-C; queued notifications survive a restart.".into());
     out.join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workers_leave_a_core_to_the_database_threads_but_there_is_always_one() {
-        assert_eq!(worker_threads(0), 1);
-        assert_eq!(worker_threads(1), 1);
-        assert_eq!(worker_threads(2), 1);
-        assert_eq!(worker_threads(8), 7);
-    }
 }
