@@ -671,6 +671,43 @@ mod tests {
         assert_eq!(size, PAGE_SIZE, "a new database gets the small pages");
     }
 
+    /// When the database file cannot be synced (a failing disk), the checkpointer gives up
+    /// starting the WAL over for now: it must not hold the writer back, and nothing committed
+    /// may be lost; the next try, once the file syncs, goes ahead.
+    #[test]
+    fn a_database_file_that_cannot_be_synced_holds_no_write_back_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let writer = open_connection(&path).unwrap();
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        let insert = |k: i64| writer.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![k, "x".repeat(1500)]);
+        for k in 0..300 {
+            insert(k).unwrap();
+        }
+        let checkpointer = open_connection(&path).unwrap();
+        let gate = std::sync::Mutex::new(());
+        // fsync of /dev/null fails (EINVAL) like a failing disk's; the test means nothing if not.
+        let cannot_sync = std::fs::File::open("/dev/null").unwrap();
+        assert!(cannot_sync.sync_data().is_err(), "this system syncs /dev/null; the test cannot fail a sync");
+        let frames = checkpoint(&checkpointer, "PASSIVE").unwrap().wal;
+        assert!(frames >= 300, "the rows are in the WAL ({frames} frames)");
+
+        // A threshold far above the WAL: the checkpointer syncs beside the writer first.
+        start_over(&checkpointer, Some(&cannot_sync), &gate, 10 * frames);
+        assert!(gate.try_lock().is_ok(), "the writer is not held back after the failed sync");
+        insert(300).unwrap();
+
+        let file = std::fs::File::open(&path).unwrap();
+        start_over(&checkpointer, Some(&file), &gate, 10 * frames);
+        insert(301).unwrap();
+        let after = checkpoint(&checkpointer, "PASSIVE").unwrap().wal;
+        assert!(after < 10, "once the file syncs, the WAL starts over ({after} frames after one commit)");
+        drop(writer);
+        let reopened = open_connection(&path).unwrap();
+        let rows: i64 = reopened.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 302, "every committed row is there when the file is opened again");
+    }
+
     /// Writes `batches` commits of 10 rows of table `t` from each of four writers that never
     /// wait for each other, so the writer never idles long enough for a checkpoint to catch up
     /// by itself between two commits. Keys start at `from`.
