@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use rusqlite::{Transaction, params};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 // Every index here is paid for on each of a storm's messages, so there are few: messages are
@@ -55,6 +56,33 @@ CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at)
 /// Most rows one FIFO receive walks past (messages of groups that are busy) before it answers
 /// with what it found: a bound on a receive's cost, whatever the backlog.
 const MAX_WALK: usize = 5_000;
+/// A walk that stopped at [`MAX_WALK`] found the queue clogged: more never received messages
+/// than that waiting behind held messages of their groups (in a long Mattermost outage, jobs
+/// behind failed jobs of their own alerts). The next receives leave never received messages
+/// alone for this long (or until a job is deleted, which may free its group's next), and a
+/// deep walk ([`RECEIVE_FIFO_DEEP`]) goes on from where it stopped at most this often ...
+const CLOGGED_WALK_EVERY: Duration = Duration::from_secs(1);
+/// ... or, if longer, this many times as long as the walk took: in that state a walk costs
+/// milliseconds (4-9 ms for 5,000 rows, 60-80 ms with the deep walk past 100,000), and 32
+/// notifier loops receiving every 200 ms would otherwise keep the writer busy with them.
+const CLOGGED_WALK_SHARE: u32 = 20;
+
+/// When a clogged queue is walked again (ms since the epoch; see [`CLOGGED_WALK_EVERY`]).
+#[derive(Default)]
+struct Clogged {
+    /// Receives walk never received messages again from then on, or once a job is deleted.
+    walk_from: AtomicI64,
+    /// The next deep walk, not before then.
+    deep_from: AtomicI64,
+}
+
+impl Clogged {
+    /// Until when (ms) to leave a clogged queue alone after a walk that began at `now` (ms),
+    /// `started`.
+    fn pause(now: i64, started: std::time::Instant) -> i64 {
+        now.saturating_add(ms(started.elapsed().saturating_mul(CLOGGED_WALK_SHARE)).max(ms(CLOGGED_WALK_EVERY)))
+    }
+}
 
 // The receive walks. `queue = ?1 COLLATE BINARY` (the same comparison as `queue = ?1`): the
 // plain form beside `ORDER BY` made SQLite compile the statement again every time the name was
@@ -78,6 +106,19 @@ const RECEIVE_FIFO_AGAIN: &str = "SELECT seq, group_id, receive_count
 const HELD_BEFORE: &str = "SELECT seq
      FROM queue_messages INDEXED BY queue_messages_held
      WHERE queue = ?1 COLLATE BINARY AND group_id = ?2 AND receive_count > 0 AND seq < ?3";
+/// The deep walk: what a walk stopped by [`MAX_WALK`] did not reach, from `seq > ?2` on, leaving
+/// out in SQLite (one index probe each) the messages of groups with a message held before them.
+/// In a long Mattermost outage thousands of jobs can wait behind failed jobs of their own alerts
+/// (their acknowledgements, resolutions) for retries up to two hours apart; the walk passed
+/// [`MAX_WALK`] of them and stopped, so a new alert's job behind them waited for those retries.
+/// Its cost grows with that backlog, hence [`CLOGGED_WALK_EVERY`].
+const RECEIVE_FIFO_DEEP: &str = "SELECT f.seq, f.group_id, f.visible_at
+     FROM queue_messages AS f INDEXED BY queue_messages_fresh
+     WHERE f.queue = ?1 COLLATE BINARY AND f.receive_count = 0 AND f.group_id IS NOT NULL AND f.seq > ?2
+       AND NOT EXISTS (SELECT 1 FROM queue_messages AS h INDEXED BY queue_messages_held
+                       WHERE h.queue = ?1 COLLATE BINARY AND h.group_id = f.group_id
+                         AND h.receive_count > 0 AND h.seq < f.seq)
+     ORDER BY f.seq";
 const BODY: &str = "SELECT body FROM queue_messages WHERE seq = ?1";
 const RECEIVE_STANDARD: &str = "SELECT seq, receive_count
      FROM queue_messages INDEXED BY queue_messages_timers
@@ -191,6 +232,8 @@ pub struct SqliteQueue {
     name: String,
     kind: QueueKind,
     redrive: Option<Redrive>,
+    /// Shared by the clones of this queue (every notifier loop).
+    clogged: Arc<Clogged>,
 }
 
 impl From<DbError> for QueueError {
@@ -216,7 +259,7 @@ impl SqliteQueue {
         redrive: Option<Redrive>,
     ) -> Result<Self, QueueError> {
         create_tables(&db)?;
-        Ok(SqliteQueue { db, name: name.into(), kind, redrive })
+        Ok(SqliteQueue { db, name: name.into(), kind, redrive, clogged: Arc::default() })
     }
 
     pub fn name(&self) -> &str {
@@ -330,36 +373,55 @@ impl SqliteQueue {
                 picked.push(Picked { seq, group_id: Some(group), receive_count });
             }
         }
-        if picked.len() >= max || walked >= MAX_WALK {
+        if picked.len() >= max || walked >= MAX_WALK || now < self.clogged.walk_from.load(Ordering::Relaxed) {
             return Ok((picked, dead));
         }
+        // Never received messages in send order: the first from `rows` that may go now, until
+        // `max` are picked or `limit` rows are walked (then it answers true: stopped short).
+        let mut walk = |rows: &mut rusqlite::Rows<'_>, limit: usize, last_seq: &mut i64| -> rusqlite::Result<bool> {
+            let mut walked = 0;
+            while let Some(row) = rows.next()? {
+                walked += 1;
+                let (seq, visible_at): (i64, i64) = (row.get(0)?, row.get(2)?);
+                *last_seq = seq;
+                let group = row.get_ref(1)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                })?;
+                let key = group_key(group);
+                let waits =
+                    busy.contains(&key) || visible_at > now || (!free.contains(group) && held(group, seq, &leaving)?);
+                if waits {
+                    busy.insert(key);
+                } else {
+                    if !free.contains(group) {
+                        free.insert(group.to_string());
+                    }
+                    picked.push(Picked { seq, group_id: Some(group.to_string()), receive_count: 0 });
+                    if picked.len() >= max {
+                        return Ok(false);
+                    }
+                }
+                if walked >= limit {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let started = std::time::Instant::now();
+        let mut last_seq = 0;
         let mut stmt = tx.prepare_cached(RECEIVE_FIFO)?;
-        let mut rows = stmt.query(params![self.name])?;
-        while let Some(row) = rows.next()? {
-            walked += 1;
-            let (seq, visible_at): (i64, i64) = (row.get(0)?, row.get(2)?);
-            let group = row
-                .get_ref(1)?
-                .as_str()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?;
-            let key = group_key(group);
-            let waits =
-                busy.contains(&key) || visible_at > now || (!free.contains(group) && held(group, seq, &leaving)?);
-            if waits {
-                busy.insert(key);
-            } else {
-                if !free.contains(group) {
-                    free.insert(group.to_string());
-                }
-                picked.push(Picked { seq, group_id: Some(group.to_string()), receive_count: 0 });
-                if picked.len() >= max {
-                    break;
-                }
-            }
-            if walked >= MAX_WALK {
-                break;
-            }
+        if !walk(&mut stmt.query(params![self.name])?, MAX_WALK - walked, &mut last_seq)? {
+            return Ok((picked, dead));
         }
+        // Clogged: the rest only now and then.
+        self.clogged.walk_from.store(Clogged::pause(now, started), Ordering::Relaxed);
+        if now < self.clogged.deep_from.load(Ordering::Relaxed) {
+            return Ok((picked, dead));
+        }
+        let started = std::time::Instant::now();
+        let mut stmt = tx.prepare_cached(RECEIVE_FIFO_DEEP)?;
+        walk(&mut stmt.query(params![self.name, last_seq])?, MAX_WALK, &mut last_seq)?;
+        self.clogged.deep_from.store(Clogged::pause(now, started), Ordering::Relaxed);
         Ok((picked, dead))
     }
 
@@ -476,6 +538,8 @@ impl Queue for SqliteQueue {
                 Ok(())
             })
             .await?;
+        // A job done may free the next one of its group: a clogged queue is walked again.
+        self.clogged.walk_from.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -487,6 +551,7 @@ impl Queue for SqliteQueue {
                 name: r.dead_letter_queue.clone(),
                 kind: self.kind,
                 redrive: None,
+                clogged: Arc::default(),
             }) as Arc<dyn Queue>
         }))
     }
@@ -523,6 +588,7 @@ mod tests {
         let now = 0_i64;
         assert_eq!(crate::embedded::recompilations(&db, RECEIVE_FIFO_AGAIN, &[&"f", &now]), 0, "FIFO again recompiled");
         assert_eq!(crate::embedded::recompilations(&db, HELD_BEFORE, &[&"f", &"g", &now]), 0, "held check recompiled");
+        assert_eq!(crate::embedded::recompilations(&db, RECEIVE_FIFO_DEEP, &[&"f", &now]), 0, "deep walk recompiled");
         let now = i64::MAX;
         assert_eq!(
             crate::embedded::recompilations(&db, RECEIVE_STANDARD, &[&"t", &now]),
@@ -566,6 +632,13 @@ mod tests {
         assert!(again.contains("USING COVERING INDEX queue_messages_back"), "{again}");
         let held = plan(HELD_BEFORE, vec![Box::new("f"), Box::new("g"), Box::new(0_i64)]).await;
         assert!(held.contains("USING COVERING INDEX queue_messages_held"), "{held}");
+        let deep = plan(RECEIVE_FIFO_DEEP, vec![Box::new("f"), Box::new(0_i64)]).await;
+        assert!(
+            deep.contains("USING COVERING INDEX queue_messages_fresh")
+                && deep.contains("USING COVERING INDEX queue_messages_held")
+                && !deep.contains("TEMP B-TREE"),
+            "{deep}"
+        );
         for old in ["queue_messages_order", "queue_messages_walk"] {
             let left = db
                 .read(move |tx| {
@@ -728,6 +801,74 @@ mod tests {
         q.send(OutgoingMessage::fifo("new", "ALR-new", "j-new")).await.unwrap();
         let got = q.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
         assert_eq!(bodies(&got), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn jobs_waiting_behind_failed_jobs_of_their_own_alerts_never_hold_back_new_ones() {
+        // A long Mattermost outage: more alerts than a walk may pass (MAX_WALK) each have a
+        // failed job pushed back for later and a newer job waiting behind it (its
+        // acknowledgement). The walk passed those and stopped before the new alerts' jobs.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
+        let alerts = MAX_WALK as i64 + 500;
+        db.run(move |tx| {
+            for i in 0..alerts {
+                let m = OutgoingMessage::fifo(format!("failed {i}"), format!("ALR-{i}"), format!("t{i}"));
+                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
+            }
+            // Each received once and pushed back an hour, as a failed job is ...
+            let later = now_ms() + 3_600_000;
+            tx.execute("UPDATE queue_messages SET receive_count = 1, receipt = 'r', visible_at = ?1", [later])?;
+            // ... and its alert's next job queued behind it.
+            for i in 0..alerts {
+                let m = OutgoingMessage::fifo(format!("ack {i}"), format!("ALR-{i}"), format!("a{i}"));
+                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        for (body, group) in [("new 1", "ALR-new-1"), ("new 1 acked", "ALR-new-1"), ("new 2", "ALR-new-2")] {
+            q.send(OutgoingMessage::fifo(body, group, body)).await.unwrap();
+        }
+        let options = ReceiveOptions::new(10, Duration::from_secs(30));
+        let got = q.receive(options).await.unwrap();
+        assert_eq!(bodies(&got), ["new 1", "new 1 acked", "new 2"], "in send order, and no job of a held alert");
+        // A job sent later is found too (a clogged queue is walked about once a second), and
+        // nothing else goes: every other alert's next job waits for its failed one.
+        q.send(OutgoingMessage::fifo("new 3", "ALR-new-3", "new 3")).await.unwrap();
+        let got = q.receive(options.waiting(Duration::from_secs(10))).await.unwrap();
+        assert_eq!(bodies(&got), ["new 3"]);
+        assert!(q.receive(options.waiting(Duration::from_secs(3))).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_long_queue_of_one_alert_drains_without_pauses() {
+        // Thousands of jobs of one alert (a storm of its repeats, a slow Mattermost): while a
+        // batch is in flight the walk passes more than MAX_WALK of them and finds the queue
+        // clogged, but the batch's deletion frees the next one at once.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
+        let jobs = MAX_WALK as i64 + 100;
+        db.run(move |tx| {
+            for i in 0..jobs {
+                let m = OutgoingMessage::fifo(format!("{i}"), "ALR-1", format!("j{i}"));
+                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let options = ReceiveOptions::new(10, Duration::from_secs(30));
+        let first = q.receive(options).await.unwrap();
+        assert_eq!(bodies(&first), ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+        assert!(q.receive(options).await.unwrap().is_empty(), "the rest waits while the batch is in flight");
+        let receipts: Vec<String> = first.iter().map(|m| m.receipt.clone()).collect();
+        q.delete_batch(&receipts).await.unwrap();
+        let next = q.receive(options).await.unwrap();
+        assert_eq!(bodies(&next), ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19"]);
     }
 
     #[tokio::test]
