@@ -778,6 +778,31 @@ mod tests {
         assert_eq!(bodies(&q.receive(long).await.unwrap()), ["a3"]);
     }
 
+    /// Queues `n` messages `message(0..n)` on queue `n` of `db` in one transaction.
+    async fn queue_many(db: &Db, n: i64, message: fn(i64) -> OutgoingMessage) {
+        db.run(move |tx| {
+            for i in 0..n {
+                insert_message(tx, "n", &message(i), 0, Dedup::InTransaction)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Queue `n` of `db` with the jobs of `alerts` alerts (groups `ALR-<i>`), each received once
+    /// and pushed back an hour, as failed jobs are in a long Mattermost outage.
+    async fn failed_jobs(db: &Db, alerts: i64) {
+        queue_many(db, alerts, |i| OutgoingMessage::fifo(format!("failed {i}"), format!("ALR-{i}"), format!("t{i}")))
+            .await;
+        let later = now_ms() + 3_600_000;
+        db.run(move |tx| {
+            tx.execute("UPDATE queue_messages SET receive_count = 1, receipt = 'r', visible_at = ?1", [later])
+        })
+        .await
+        .unwrap();
+    }
+
     #[tokio::test]
     async fn jobs_waiting_for_their_retry_never_hold_back_new_ones_however_many() {
         // A long Mattermost outage: more jobs pushed back for later than a walk may pass
@@ -785,19 +810,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_in(dir.path()).unwrap();
         let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
-        let waiting = MAX_WALK as i64 + 1_000;
-        db.run(move |tx| {
-            for i in 0..waiting {
-                let m = OutgoingMessage::fifo(format!("old {i}"), format!("ALR-{i}"), format!("j{i}"));
-                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
-            }
-            // Each received once and pushed back an hour, as a failed job is.
-            let later = now_ms() + 3_600_000;
-            tx.execute("UPDATE queue_messages SET receive_count = 1, receipt = 'r', visible_at = ?1", [later])?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        failed_jobs(&db, MAX_WALK as i64 + 1_000).await;
         q.send(OutgoingMessage::fifo("new", "ALR-new", "j-new")).await.unwrap();
         let got = q.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap();
         assert_eq!(bodies(&got), ["new"]);
@@ -812,23 +825,10 @@ mod tests {
         let db = Db::open_in(dir.path()).unwrap();
         let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
         let alerts = MAX_WALK as i64 + 500;
-        db.run(move |tx| {
-            for i in 0..alerts {
-                let m = OutgoingMessage::fifo(format!("failed {i}"), format!("ALR-{i}"), format!("t{i}"));
-                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
-            }
-            // Each received once and pushed back an hour, as a failed job is ...
-            let later = now_ms() + 3_600_000;
-            tx.execute("UPDATE queue_messages SET receive_count = 1, receipt = 'r', visible_at = ?1", [later])?;
-            // ... and its alert's next job queued behind it.
-            for i in 0..alerts {
-                let m = OutgoingMessage::fifo(format!("ack {i}"), format!("ALR-{i}"), format!("a{i}"));
-                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
+        failed_jobs(&db, alerts).await;
+        // Each alert's next job queued behind its failed one.
+        queue_many(&db, alerts, |i| OutgoingMessage::fifo(format!("ack {i}"), format!("ALR-{i}"), format!("a{i}")))
+            .await;
         for (body, group) in [("new 1", "ALR-new-1"), ("new 1 acked", "ALR-new-1"), ("new 2", "ALR-new-2")] {
             q.send(OutgoingMessage::fifo(body, group, body)).await.unwrap();
         }
@@ -851,16 +851,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_in(dir.path()).unwrap();
         let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, None).unwrap();
-        let jobs = MAX_WALK as i64 + 100;
-        db.run(move |tx| {
-            for i in 0..jobs {
-                let m = OutgoingMessage::fifo(format!("{i}"), "ALR-1", format!("j{i}"));
-                insert_message(tx, "n", &m, 0, Dedup::InTransaction)?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
+        queue_many(&db, MAX_WALK as i64 + 100, |i| OutgoingMessage::fifo(format!("{i}"), "ALR-1", format!("j{i}")))
+            .await;
         let options = ReceiveOptions::new(10, Duration::from_secs(30));
         let first = q.receive(options).await.unwrap();
         assert_eq!(bodies(&first), ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
