@@ -53,8 +53,9 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
 CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at);
 ";
 
-/// Most rows one FIFO receive walks past (messages of groups that are busy) before it answers
-/// with what it found: a bound on a receive's cost, whatever the backlog.
+/// Most rows each walk of a FIFO receive (messages visible again, never received, the deep walk)
+/// passes (messages of groups that are busy) before it answers with what it found: a bound on a
+/// receive's cost, whatever the backlog.
 const MAX_WALK: usize = 5_000;
 /// A walk that stopped at [`MAX_WALK`] found the queue clogged: more never received messages
 /// than that waiting behind held messages of their groups (in a long Mattermost outage, jobs
@@ -410,7 +411,9 @@ impl SqliteQueue {
         let started = std::time::Instant::now();
         let mut last_seq = 0;
         let mut stmt = tx.prepare_cached(RECEIVE_FIFO)?;
-        if !walk(&mut stmt.query(params![self.name])?, MAX_WALK - walked, &mut last_seq)? {
+        // MAX_WALK of its own (not what the look at messages visible again left): a walk that
+        // stops there passed that many held back, so the queue is clogged.
+        if !walk(&mut stmt.query(params![self.name])?, MAX_WALK, &mut last_seq)? {
             return Ok((picked, dead));
         }
         // Clogged: the rest only now and then.
