@@ -68,7 +68,8 @@ const CLOGGED_WALK_EVERY: Duration = Duration::from_secs(1);
 /// notifier loops receiving every 200 ms would otherwise keep the writer busy with them.
 const CLOGGED_WALK_SHARE: u32 = 20;
 
-/// When a clogged queue is walked again (ms since the epoch; see [`CLOGGED_WALK_EVERY`]).
+/// When a clogged queue is walked again (see [`CLOGGED_WALK_EVERY`]), in [`Clogged::now`]'s
+/// milliseconds: a monotonic clock, so that the wall clock's steps cannot stretch a pause.
 #[derive(Default)]
 struct Clogged {
     /// Receives walk never received messages again from then on, or once a job is deleted.
@@ -78,10 +79,21 @@ struct Clogged {
 }
 
 impl Clogged {
-    /// Until when (ms) to leave a clogged queue alone after a walk that began at `now` (ms),
-    /// `started`.
-    fn pause(now: i64, started: std::time::Instant) -> i64 {
-        now.saturating_add(ms(started.elapsed().saturating_mul(CLOGGED_WALK_SHARE)).max(ms(CLOGGED_WALK_EVERY)))
+    /// Milliseconds since this process first asked.
+    fn now() -> i64 {
+        static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+        ms(START.elapsed())
+    }
+
+    /// Until when to leave a clogged queue alone after a walk that began at `started`.
+    fn pause(started: std::time::Instant) -> i64 {
+        let pause = ms(started.elapsed().saturating_mul(CLOGGED_WALK_SHARE)).max(ms(CLOGGED_WALK_EVERY));
+        Clogged::now().saturating_add(pause)
+    }
+
+    /// Whether `moment` (`walk_from` or `deep_from`) has come.
+    fn due(moment: &AtomicI64) -> bool {
+        Clogged::now() >= moment.load(Ordering::Relaxed)
     }
 }
 
@@ -374,7 +386,7 @@ impl SqliteQueue {
                 picked.push(Picked { seq, group_id: Some(group), receive_count });
             }
         }
-        if picked.len() >= max || walked >= MAX_WALK || now < self.clogged.walk_from.load(Ordering::Relaxed) {
+        if picked.len() >= max || walked >= MAX_WALK || !Clogged::due(&self.clogged.walk_from) {
             return Ok((picked, dead));
         }
         // Never received messages in send order: the first from `rows` that may go now, until
@@ -417,14 +429,14 @@ impl SqliteQueue {
             return Ok((picked, dead));
         }
         // Clogged: the rest only now and then.
-        self.clogged.walk_from.store(Clogged::pause(now, started), Ordering::Relaxed);
-        if now < self.clogged.deep_from.load(Ordering::Relaxed) {
+        self.clogged.walk_from.store(Clogged::pause(started), Ordering::Relaxed);
+        if !Clogged::due(&self.clogged.deep_from) {
             return Ok((picked, dead));
         }
         let started = std::time::Instant::now();
         let mut stmt = tx.prepare_cached(RECEIVE_FIFO_DEEP)?;
         walk(&mut stmt.query(params![self.name, last_seq])?, MAX_WALK, &mut last_seq)?;
-        self.clogged.deep_from.store(Clogged::pause(now, started), Ordering::Relaxed);
+        self.clogged.deep_from.store(Clogged::pause(started), Ordering::Relaxed);
         Ok((picked, dead))
     }
 
