@@ -612,19 +612,20 @@ mod tests {
         );
     }
 
+    /// A data directory whose database an older version wrote: the messages table, then `sql`
+    /// (its indexes and rows), written by a plain connection.
+    fn file_from_before(sql: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rusqlite::Connection::open(dir.path().join(crate::embedded::DB_FILE)).unwrap();
+        old.execute_batch(&format!("CREATE TABLE queue_messages {MESSAGE_COLUMNS}; {sql}")).unwrap();
+        dir
+    }
+
     #[tokio::test]
     async fn the_fifo_walks_read_only_their_indexes_and_an_older_file_gets_them() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // A file from before: its walk index was (queue, seq), which made the walk read
-            // every row it passed.
-            let old = rusqlite::Connection::open(dir.path().join(crate::embedded::DB_FILE)).unwrap();
-            old.execute_batch(&format!(
-                "CREATE TABLE queue_messages {MESSAGE_COLUMNS};
-                 CREATE INDEX queue_messages_order ON queue_messages (queue, seq);"
-            ))
-            .unwrap();
-        }
+        // A file from before: its walk index was (queue, seq), which made the walk read every
+        // row it passed.
+        let dir = file_from_before("CREATE INDEX queue_messages_order ON queue_messages (queue, seq);");
         let db = Db::open_in(dir.path()).unwrap();
         SqliteQueue::open(db.clone(), "f", QueueKind::Fifo, None).unwrap();
         let plan = |sql: &'static str, params: Vec<Box<dyn rusqlite::ToSql + Send + Sync>>| {
@@ -708,19 +709,13 @@ mod tests {
     async fn a_message_in_flight_under_the_previous_walk_index_stays_held_after_the_upgrade() {
         // A process of the version before (one walk index over every message) was killed with
         // a1 in hand; the next version opens the file.
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let old = rusqlite::Connection::open(dir.path().join(crate::embedded::DB_FILE)).unwrap();
-            old.execute_batch(&format!(
-                "CREATE TABLE queue_messages {MESSAGE_COLUMNS};
-                 CREATE INDEX queue_messages_walk ON queue_messages (queue, seq, visible_at, group_id, receive_count);
-                 INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at, receive_count, receipt)
-                     VALUES ('n', '', 'a1', 'A', 9000000000000, 1, '1.old'),
-                            ('n', '', 'a2', 'A', 0, 0, NULL),
-                            ('n', '', 'b1', 'B', 0, 0, NULL);"
-            ))
-            .unwrap();
-        }
+        let dir = file_from_before(
+            "CREATE INDEX queue_messages_walk ON queue_messages (queue, seq, visible_at, group_id, receive_count);
+             INSERT INTO queue_messages (queue, message_id, body, group_id, visible_at, receive_count, receipt)
+                 VALUES ('n', '', 'a1', 'A', 9000000000000, 1, '1.old'),
+                        ('n', '', 'a2', 'A', 0, 0, NULL),
+                        ('n', '', 'b1', 'B', 0, 0, NULL);",
+        );
         let q = SqliteQueue::open(Db::open_in(dir.path()).unwrap(), "n", QueueKind::Fifo, None).unwrap();
         let long = ReceiveOptions::new(10, Duration::from_secs(300));
         let b = q.receive(long).await.unwrap();
