@@ -60,8 +60,9 @@ const MAX_WALK: usize = 5_000;
 /// A walk that stopped at [`MAX_WALK`] found the queue clogged: more never received messages
 /// than that waiting behind held messages of their groups (in a long Mattermost outage, jobs
 /// behind failed jobs of their own alerts). The next receives leave never received messages
-/// alone for this long (or until a job is deleted, which may free its group's next), and a
-/// deep walk ([`RECEIVE_FIFO_DEEP`]) goes on from where it stopped at most this often ...
+/// alone for this long (or until a job is deleted or dead-lettered, which may free its group's
+/// next), and a deep walk ([`RECEIVE_FIFO_DEEP`]) goes on from where it stopped at most this
+/// often ...
 const CLOGGED_WALK_EVERY: Duration = Duration::from_secs(1);
 /// ... or, if longer, this many times as long as the walk took: in that state a walk costs
 /// milliseconds (4-9 ms for 5,000 rows, 60-80 ms with the deep walk past 100,000), and 32
@@ -72,7 +73,8 @@ const CLOGGED_WALK_SHARE: u32 = 20;
 /// milliseconds: a monotonic clock, so that the wall clock's steps cannot stretch a pause.
 #[derive(Default)]
 struct Clogged {
-    /// Receives walk never received messages again from then on, or once a job is deleted.
+    /// Receives walk never received messages again from then on, or once a job is deleted or
+    /// moved to the dead letters.
     walk_from: AtomicI64,
     /// The next deep walk, not before then.
     deep_from: AtomicI64,
@@ -385,6 +387,10 @@ impl SqliteQueue {
                 leaving.insert(seq);
                 picked.push(Picked { seq, group_id: Some(group), receive_count });
             }
+        }
+        if !dead.is_empty() {
+            // As a deletion does: messages leaving for the dead letters may free their groups.
+            self.clogged.walk_from.store(0, Ordering::Relaxed);
         }
         if picked.len() >= max || walked >= MAX_WALK || !Clogged::due(&self.clogged.walk_from) {
             return Ok((picked, dead));
@@ -871,6 +877,29 @@ mod tests {
         q.delete_batch(&receipts).await.unwrap();
         let next = q.receive(options).await.unwrap();
         assert_eq!(bodies(&next), ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19"]);
+    }
+
+    #[tokio::test]
+    async fn jobs_moved_to_the_dead_letters_free_a_clogged_queue_at_once() {
+        // As a deletion does: the group's next job goes in the same receive.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let redrive = Redrive { dead_letter_queue: "n-dead".into(), max_receives: 1 };
+        let q = SqliteQueue::open(db.clone(), "n", QueueKind::Fifo, Some(redrive)).unwrap();
+        queue_many(&db, MAX_WALK as i64 + 100, |i| OutgoingMessage::fifo(format!("{i}"), "ALR-1", format!("j{i}")))
+            .await;
+        let options = ReceiveOptions::new(10, Duration::from_secs(300));
+        let first = q.receive(options).await.unwrap();
+        assert_eq!(first.len(), 10);
+        assert!(q.receive(options).await.unwrap().is_empty(), "clogged: the rest waits behind the batch");
+        // The batch comes back having used up its receives: it goes to the dead letters.
+        for m in &first {
+            q.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+        }
+        let next = q.receive(options).await.unwrap();
+        assert_eq!(bodies(&next), ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19"]);
+        let dead = q.dead_letter_queue().await.unwrap().expect("the queue has dead letters");
+        assert_eq!(dead.receive(options).await.unwrap().len(), 10);
     }
 
     #[tokio::test]
