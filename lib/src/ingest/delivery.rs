@@ -71,9 +71,15 @@ pub(super) fn record(event: &AlertEvent, result: &IntakeResult) -> Option<Write>
 }
 
 fn key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(delivery.key.as_bytes());
-    let hash: String = digest[..HASH_BYTES].iter().map(|b| format!("{b:02x}")).collect();
-    (AlertRepo::open_key(&event.source, &event.dedup_key).0, format!("seen#{hash}"))
+    let mut sk = String::with_capacity(5 + 2 * HASH_BYTES);
+    sk.push_str("seen#");
+    for b in &digest[..HASH_BYTES] {
+        sk.push(char::from(HEX[usize::from(b >> 4)]));
+        sk.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    (AlertRepo::open_key(&event.source, &event.dedup_key).0, sk)
 }
 
 fn legacy_key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
@@ -243,6 +249,9 @@ mod tests {
         assert_eq!(keys[0].1.len(), "seen#".len() + 2 * HASH_BYTES);
         assert_eq!(keys[1], (format!("seen#freezer#{body}"), "seen".to_string()));
         assert_ne!(keys[0].1, keys[2].1, "different deliveries, different records");
+        // The first 12 bytes of SHA-256("event:ev-1") in lower-case hex (Python's hashlib):
+        // records written by earlier versions are found under the same key.
+        assert_eq!(keys[2].1, "seen#d869ad599ed16ac0399bdc12");
         assert_eq!(keys, super::keys(&[event(&body, "dev7:alert"), event("event:ev-1", "dev7:alert")]));
         let Some(Write::Put { item, condition: Condition::Absent }) =
             record(&event("event:ev-1", "dev7:alert"), &result(Outcome::Created, None))

@@ -357,15 +357,16 @@ pub(crate) fn now_unix() -> i64 {
 }
 
 /// Whether `condition` holds given the live item (expired items already filtered out).
-pub(crate) fn condition_holds(condition: Condition, live: Option<&Item>) -> bool {
+/// Whether `condition` holds for the live item's version (`None`: no live item).
+pub(crate) fn condition_holds(condition: Condition, live: Option<u64>) -> bool {
     match (condition, live) {
         (Condition::None, _) => true,
         (Condition::Absent, live) => live.is_none(),
-        (Condition::Version(v), Some(item)) => item.version == v,
+        (Condition::Version(v), Some(version)) => version == v,
         (Condition::Version(_), None) => false,
     }
 }
 
-pub(crate) fn found(live: Option<&Item>) -> Found {
-    live.map_or(Found::Nothing, |i| Found::Version(i.version))
+pub(crate) fn found(live: Option<u64>) -> Found {
+    live.map_or(Found::Nothing, Found::Version)
 }

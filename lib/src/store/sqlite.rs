@@ -112,47 +112,86 @@ fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
     })
 }
 
-fn write_item(tx: &Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
-    // Only an expiring row needs `written` (see EXPIRY_INDEX).
-    let written = item.expires_at.map(|_| jiff::Timestamp::now().as_microsecond());
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![item.pk, item.sk, item.version as i64, item.data, item.expires_at, written])?;
-    Ok(())
-}
-
 /// Applies one write inside `tx`. The outer error is SQLite failing; the inner one is the write's
 /// condition not holding (nothing was written).
+///
+/// A put checks its condition in the statement that writes (the writer's hot path: every alert
+/// puts three or four items), so the row is looked up once, not once to check and once to
+/// write; only when the condition fails is the live version read, for the error.
 fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
-    if let Write::Enqueue { queue, message } = write {
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        crate::queue::sqlite::insert_message(tx, queue, message, now_ms, crate::queue::sqlite::Dedup::InTransaction)?;
+    let (condition, written) = match write {
+        Write::Enqueue { queue, message } => {
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            crate::queue::sqlite::insert_message(
+                tx,
+                queue,
+                message,
+                now_ms,
+                crate::queue::sqlite::Dedup::InTransaction,
+            )?;
+            return Ok(Ok(()));
+        }
+        Write::Put { item, condition } => (*condition, put(tx, item, *condition, now)?),
+        Write::Delete { pk, sk, condition } => {
+            let holds = condition_holds(*condition, live_version(tx, pk, sk, now)?);
+            if holds {
+                tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
+            }
+            (*condition, holds)
+        }
+        Write::Check { pk, sk, condition } => (*condition, condition_holds(*condition, live_version(tx, pk, sk, now)?)),
+    };
+    if written {
         return Ok(Ok(()));
     }
     let (pk, sk) = write.key();
-    let live = live_item(tx, pk, sk, now)?;
-    let condition = match write {
-        Write::Put { condition, .. } | Write::Delete { condition, .. } | Write::Check { condition, .. } => *condition,
-        Write::Enqueue { .. } => Condition::None,
+    Ok(Err(StoreError::ConditionFailed {
+        pk: pk.to_string(),
+        sk: sk.to_string(),
+        expected: condition,
+        found: found(live_version(tx, pk, sk, now)?),
+    }))
+}
+
+/// Writes `item` if `condition` holds, in one statement; false (and nothing written) if it
+/// does not. An expired row counts as absent, as everywhere in the store.
+fn put(tx: &Transaction<'_>, item: &Item, condition: Condition, now: i64) -> rusqlite::Result<bool> {
+    // Only an expiring row needs `written` (see EXPIRY_INDEX).
+    let written = item.expires_at.map(|_| jiff::Timestamp::now().as_microsecond());
+    let (pk, sk, version, data, expires_at) = (&item.pk, &item.sk, item.version as i64, &item.data, item.expires_at);
+    let changed = match condition {
+        Condition::None => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![pk, sk, version, data, expires_at, written])?,
+        // Inserted, or written over an expired row; a live row leaves the statement without a change.
+        Condition::Absent => tx
+            .prepare_cached(
+                "INSERT INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, data = excluded.data,
+                     expires_at = excluded.expires_at, written = excluded.written
+                 WHERE items.expires_at IS NOT NULL AND items.expires_at <= ?7",
+            )?
+            .execute(params![pk, sk, version, data, expires_at, written, now])?,
+        Condition::Version(expected) => tx
+            .prepare_cached(
+                "UPDATE items SET version = ?3, data = ?4, expires_at = ?5, written = ?6
+                 WHERE pk = ?1 AND sk = ?2 AND version = ?7 AND (expires_at IS NULL OR expires_at > ?8)",
+            )?
+            .execute(params![pk, sk, version, data, expires_at, written, expected as i64, now])?,
     };
-    if !condition_holds(condition, live.as_ref()) {
-        return Ok(Err(StoreError::ConditionFailed {
-            pk: pk.to_string(),
-            sk: sk.to_string(),
-            expected: condition,
-            found: found(live.as_ref()),
-        }));
-    }
-    match write {
-        Write::Put { item, .. } => write_item(tx, item)?,
-        Write::Enqueue { .. } => unreachable!("queued messages are handled before conditions"),
-        Write::Delete { pk, sk, .. } => {
-            tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
-        }
-        Write::Check { .. } => {}
-    }
-    Ok(Ok(()))
+    Ok(changed == 1)
+}
+
+/// The version of the live item under the key, if there is one.
+fn live_version(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<u64>> {
+    tx.prepare_cached(
+        "SELECT version FROM items WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+    )?
+    .query_row(params![pk, sk, now], |r| r.get::<_, i64>(0))
+    .optional()
+    .map(|v| v.map(|v| v as u64))
 }
 
 #[async_trait]
