@@ -8,7 +8,11 @@
 # Counted: everything the server's threads execute from the moment a warm-up ends until the
 # notifier has finished every job of the measured requests, divided by the alerts (or repeats)
 # stored in that time. The load runs slowly under valgrind (about 100 requests/s), so groups of
-# commits are smaller than in a real storm: compare builds with it, not with run.sh's figures.
+# commits are smaller than in a real storm, and work that runs on a clock (notifier loops
+# polling, the checkpointer every 20 ms) weighs about 100 times more per request than at full
+# speed; the script prints that idle rate (measured for 10 s before the load) so that it can be
+# told apart. Compare builds with it, not with run.sh's figures. Repeated runs of one build
+# differ by about 3 %: the groups the writer commits depend on timing.
 #
 #   lib/benches/load/instructions.sh                 # the release build, 64 senders, new alerts
 #   BIN=/path/to/klaxon MODE=repeat SENDERS=8 DURATION=20 lib/benches/load/instructions.sh
@@ -66,16 +70,23 @@ settle() {
   echo "the notifier did not finish its jobs within 2 minutes" >&2
   return 1
 }
+callgrind_control -z "$PID" >/dev/null 2>&1
+sleep 10
+callgrind_control -d "$PID" >/dev/null 2>&1
+idle=$(grep -h '^summary:' "$OUT.1" | awk '{print $2}')
 MODE=$MODE wrk -t1 -c"$SENDERS" -d5s -s lib/benches/load/particle.lua "http://127.0.0.1:$PORT" >/dev/null
 settle
 read -r before _ < <(count)
 callgrind_control -z "$PID" >/dev/null 2>&1
+started=$(date +%s.%N)
 RESULT=$(MODE=$MODE wrk -t1 -c"$SENDERS" -d"${DURATION}s" -s lib/benches/load/particle.lua "http://127.0.0.1:$PORT" | grep '^RESULT')
 settle
 callgrind_control -d "$PID" >/dev/null 2>&1
+window=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$started")
 read -r after _ < <(count)
-total=$(grep -h '^summary:' "$OUT".* | awk '{s+=$2} END {print s}')
+total=$(grep -h '^summary:' "$OUT.2" | awk '{print $2}')
 n=$((after - before))
 echo "$RESULT" | sed "s/^RESULT/senders=$SENDERS under valgrind:/"
-echo "instructions: $total for $n $( [ "$MODE" = new ] && echo 'new alerts' || echo repeats ): $((total / n)) per request"
+echo "instructions: $total for $n $( [ "$MODE" = new ] && echo 'new alerts' || echo repeats ) in ${window} s: $((total / n)) per request"
+echo "idle, for comparison: $((idle / 10)) instructions per second (so about $(python3 -c "print(round($idle / 10 * $window / $n))") per request of the above)"
 [ -z "${KEEP:-}" ] || echo "callgrind files: $OUT.*"

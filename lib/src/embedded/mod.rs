@@ -112,25 +112,76 @@ pub enum DbError {
     Commit(String),
 }
 
-/// What the writer tells a job: run inside this transaction, or give up with this error.
-enum Step<'a> {
-    Run(&'a Transaction<'a>),
-    Refuse(DbError),
+/// One job for the writer. A job may run more than once: the writer first runs a group's jobs
+/// one after the other without savepoints, and only if one of them fails does it roll the whole
+/// group back and run every job again, each in its own savepoint (see [`write_loop`]). So a
+/// job's writes must depend only on what the transaction shows it, and its answer is sent only
+/// once the group's fate is known.
+trait Work: Send {
+    /// Runs the job's writes in `tx`; true when they are to be kept.
+    fn run(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Answers the caller with what the last run did: `failed` is `None` when the group holding
+    /// it committed, the reason when the whole group was rolled back.
+    fn answer(self: Box<Self>, failed: Option<&str>);
+    /// Answers the caller without running.
+    fn refuse(self: Box<Self>, e: DbError);
 }
 
-/// Answers a job's caller once the group's fate is known: `None` when it committed, the error
-/// when the whole group was rolled back.
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A job of [`Db::run_or_rollback`] (and, through it, [`Db::run`]) or [`Db::setup`]: the
+/// caller's closure, what its last run gave, and where the answer goes.
+struct Call<T, E, F> {
+    f: F,
+    outcome: Option<rusqlite::Result<Result<T, E>>>,
+    answer: Answer<T, E>,
+}
 
-/// A job's work: `Ok(Some(reply))` to be answered after the commit, `Ok(None)` when it answered
-/// already (refused), `Err(reply)` when savepoint handling failed and the group must be rolled
-/// back.
-type Work = Box<dyn for<'a> FnOnce(Step<'a>) -> Result<Option<Reply>, Reply> + Send>;
+/// Where a [`Call`]'s answer goes: an awaiting task, or a blocked thread (set-up).
+enum Answer<T, E> {
+    Task(oneshot::Sender<Result<Result<T, E>, DbError>>),
+    Thread(mpsc::Sender<Result<Result<T, E>, DbError>>),
+}
+
+impl<T, E> Answer<T, E> {
+    fn send(self, answer: Result<Result<T, E>, DbError>) {
+        // A caller that went away (a dropped request) needs no answer.
+        match self {
+            Answer::Task(tx) => _ = tx.send(answer),
+            Answer::Thread(tx) => _ = tx.send(answer),
+        }
+    }
+}
+
+impl<T, E, F> Work for Call<T, E, F>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnMut(&Transaction<'_>) -> rusqlite::Result<Result<T, E>> + Send + 'static,
+{
+    fn run(&mut self, tx: &Transaction<'_>) -> bool {
+        let outcome = (self.f)(tx);
+        let keep = matches!(outcome, Ok(Ok(_)));
+        self.outcome = Some(outcome);
+        keep
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&str>) {
+        let answer = match (self.outcome, failed) {
+            (Some(Ok(Ok(_))), Some(e)) => Err(DbError::Commit(e.to_string())),
+            (Some(outcome), _) => outcome.map_err(DbError::from),
+            (None, _) => Err(DbError::Worker("the database writer dropped a job".into())),
+        };
+        self.answer.send(answer);
+    }
+
+    fn refuse(self: Box<Self>, e: DbError) {
+        self.answer.send(Err(e));
+    }
+}
 
 struct Job {
     deadline: Option<std::time::Instant>,
     queued_at: std::time::Instant,
-    work: Work,
+    work: Box<dyn Work>,
 }
 
 #[derive(Clone)]
@@ -207,38 +258,32 @@ impl Db {
 
     /// Runs set-up work (schemas, upgrades) on the writer in its own transaction, and waits for
     /// it (it blocks: call it while opening, not from a busy async task).
-    pub fn setup<T, F>(&self, f: F) -> Result<T, DbError>
+    pub fn setup<T, F>(&self, mut f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let (done, result) = mpsc::channel();
-        let work = Box::new(move |step: Step<'_>| -> Result<Option<Reply>, Reply> {
-            let outcome = match step {
-                Step::Refuse(e) => Err(e),
-                Step::Run(tx) => in_savepoint(tx, f),
-            };
-            let reply: Reply = Box::new(move |failed: Option<&str>| {
-                let _ = done.send(match (outcome, failed) {
-                    (Ok(_), Some(e)) => Err(DbError::Commit(e.to_string())),
-                    (outcome, _) => outcome,
-                });
-            });
-            Ok(Some(reply))
-        });
+        let f = move |tx: &Transaction<'_>| f(tx).map(Ok::<T, std::convert::Infallible>);
+        let work = Box::new(Call { f, outcome: None, answer: Answer::Thread(done) });
         self.send(Job { deadline: None, queued_at: std::time::Instant::now(), work })?;
-        result.recv().map_err(|_| DbError::Worker("the database writer stopped".into()))?
+        match result.recv().map_err(|_| DbError::Worker("the database writer stopped".into()))? {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(never)) => match never {},
+            Err(e) => Err(e),
+        }
     }
 
     fn send(&self, job: Job) -> Result<(), DbError> {
         self.writer.send(job).map_err(|_| DbError::Worker("the database writer stopped".into()))
     }
 
-    /// Runs `f` in one transaction and commits whatever it did.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    /// Runs `f` in one transaction and commits whatever it did. `f` may run more than once
+    /// (see [`Work`]); only the last run's writes are kept.
+    pub async fn run<T, F>(&self, mut f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.run_or_rollback(move |tx| f(tx).map(Ok::<T, std::convert::Infallible>)).await.map(|r| match r {
             Ok(v) => v,
@@ -246,47 +291,18 @@ impl Db {
         })
     }
 
-    /// Runs `f` on the writer, in its own savepoint of the current group's transaction; keeps
-    /// what it did only if it returns `Ok(Ok(_))`, and answers after the group's commit.
+    /// Runs `f` on the writer, as part of the current group's transaction; keeps what it did
+    /// only if it returns `Ok(Ok(_))`, and answers after the group's commit. `f` may run more
+    /// than once (see [`Work`]); only the last run's writes are kept.
     pub async fn run_or_rollback<T, E, F>(&self, f: F) -> Result<Result<T, E>, DbError>
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<Result<T, E>> + Send + 'static,
+        F: FnMut(&Transaction<'_>) -> rusqlite::Result<Result<T, E>> + Send + 'static,
     {
         let deadline = DEADLINE.try_with(|d| *d).ok().map(Instant::into_std);
         let (answer, answered) = oneshot::channel::<Result<Result<T, E>, DbError>>();
-        let work = Box::new(move |step: Step<'_>| -> Result<Option<Reply>, Reply> {
-            let tx = match step {
-                Step::Refuse(e) => {
-                    let _ = answer.send(Err(e));
-                    return Ok(None);
-                }
-                Step::Run(tx) => tx,
-            };
-            if let Err(e) = savepoint(tx, "SAVEPOINT job") {
-                return Err(Box::new(move |_| {
-                    let _ = answer.send(Err(DbError::Sqlite(e)));
-                }));
-            }
-            let outcome = f(tx);
-            let kept = matches!(outcome, Ok(Ok(_)));
-            let closed = if kept {
-                savepoint(tx, "RELEASE job")
-            } else {
-                savepoint(tx, "ROLLBACK TO job").and_then(|()| savepoint(tx, "RELEASE job"))
-            };
-            let reply: Reply = Box::new(move |failed: Option<&str>| {
-                let _ = answer.send(match (outcome, failed) {
-                    (Ok(Ok(_)), Some(e)) => Err(DbError::Commit(e.to_string())),
-                    (outcome, _) => outcome.map_err(DbError::from),
-                });
-            });
-            match closed {
-                Ok(()) => Ok(Some(reply)),
-                Err(_) => Err(reply),
-            }
-        });
+        let work = Box::new(Call { f, outcome: None, answer: Answer::Task(answer) });
         self.send(Job { deadline, queued_at: std::time::Instant::now(), work })?;
         answered.await.map_err(|_| DbError::Worker("the database writer dropped a job".into()))?
     }
@@ -372,25 +388,6 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     // again because others pushed it out.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// Runs `f` in a savepoint that is rolled back if it fails.
-fn in_savepoint<T>(
-    tx: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
-) -> Result<T, DbError> {
-    savepoint(tx, "SAVEPOINT setup")?;
-    match f(tx) {
-        Ok(v) => {
-            savepoint(tx, "RELEASE setup")?;
-            Ok(v)
-        }
-        Err(e) => {
-            savepoint(tx, "ROLLBACK TO setup")?;
-            savepoint(tx, "RELEASE setup")?;
-            Err(e.into())
-        }
-    }
 }
 
 fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
@@ -515,6 +512,14 @@ fn wait_briefly(attempt: i32) -> bool {
 
 /// The writer thread: takes every waiting job, runs them in one transaction, commits, answers,
 /// and tells the checkpointer (`committed`). It ends when every [`Db`] handle is gone.
+///
+/// A group runs optimistically first: its jobs one after the other, without savepoints. Nearly
+/// always every job keeps its writes, and the group commits. When one does not (a condition
+/// that failed, an SQLite error, a panic), the whole transaction is rolled back and the group
+/// runs again carefully: each job in its own savepoint, so that a job that fails undoes only
+/// its own writes. Savepoints cost the writer about a tenth of its work in a storm (statements
+/// to open and release them, and a copy of every page a job changes that an earlier job in the
+/// group had changed already), so they are paid only by the rare group that needs them.
 fn write_loop(
     mut conn: Connection,
     jobs: mpsc::Receiver<Job>,
@@ -526,14 +531,18 @@ fn write_loop(
         tracing::warn!(error = %e, "cannot set the writer's checkpoint threshold; SQLite's default applies");
     }
     let mut group: Vec<Job> = Vec::new();
+    // The group in hand failed its optimistic run: it runs again, a savepoint per job.
+    let mut careful = false;
     loop {
         if group.is_empty() {
+            careful = false;
             match jobs.recv() {
                 Ok(job) => group.push(job),
                 Err(_) => return,
             }
         }
-        while group.len() < MAX_GROUP {
+        // A group run again takes no newcomers: they wait for the next group.
+        while !careful && group.len() < MAX_GROUP {
             match jobs.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
@@ -544,7 +553,7 @@ fn write_loop(
         let (late, waiting): (Vec<Job>, Vec<Job>) = group.drain(..).partition(|j| j.deadline.is_some_and(|d| d <= now));
         group = waiting;
         for job in late {
-            let _ = (job.work)(Step::Refuse(DbError::Deadline { path: path.clone() }));
+            job.work.refuse(DbError::Deadline { path: path.clone() });
         }
         if group.is_empty() {
             continue;
@@ -567,41 +576,33 @@ fn write_loop(
                     .partition(|j| j.deadline.is_none() && now.duration_since(j.queued_at) >= BACKGROUND_BUSY_TIMEOUT);
                 group = waiting;
                 for job in stale {
-                    let _ = (job.work)(Step::Refuse(DbError::Deadline { path: path.clone() }));
+                    job.work.refuse(DbError::Deadline { path: path.clone() });
                 }
                 continue;
             }
             Err(e) => {
                 for job in group.drain(..) {
-                    let _ = (job.work)(Step::Refuse(DbError::Commit(e.to_string())));
+                    job.work.refuse(DbError::Commit(e.to_string()));
                 }
                 continue;
             }
         };
-        let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
-        let mut broken = false;
-        for job in group.drain(..) {
-            if broken {
-                // The transaction is being abandoned: nothing more runs in it.
-                let _ = (job.work)(Step::Refuse(DbError::Commit("an earlier write in its group failed".into())));
+        let failed = if careful {
+            run_carefully(tx, &mut group)
+        } else {
+            // A job that panics must not take the writer (and every later write) with it.
+            let kept = group.iter_mut().all(|job| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.work.run(&tx))).unwrap_or(false)
+            });
+            if !kept {
+                // Nothing of this run stays; the same group runs again, carefully.
+                if let Err(e) = tx.rollback() {
+                    tracing::warn!(error = %e, "rolling back a group to run it again failed; SQLite rolls it back when the next one begins");
+                }
+                drop(writing);
+                careful = true;
                 continue;
             }
-            // A job that panics must not take the writer (and every later write) with it: its
-            // caller is told the writer dropped it, and the group is rolled back.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.work)(Step::Run(&tx)))) {
-                Ok(Ok(Some(reply))) => replies.push(reply),
-                Ok(Ok(None)) => {}
-                Ok(Err(reply)) => {
-                    replies.push(reply);
-                    broken = true;
-                }
-                Err(_) => broken = true,
-            }
-        }
-        let failed = if broken {
-            let _ = tx.rollback();
-            Some("a write in its group failed halfway, so the group was rolled back".to_string())
-        } else {
             tx.commit().err().map(|e| e.to_string())
         };
         drop(writing);
@@ -612,9 +613,48 @@ fn write_loop(
             // Full means a checkpoint is already due: nothing to add.
             None => _ = committed.try_send(()),
         }
-        for reply in replies {
-            reply(failed.as_deref());
+        for job in group.drain(..) {
+            job.work.answer(failed.as_deref());
         }
+    }
+}
+
+/// Runs each job of `group` in its own savepoint of `tx`, so that a job that fails undoes only
+/// its own writes, and commits. Answers why the group was not committed, if it was not: then
+/// the jobs it could not run were answered already and taken out of `group`.
+fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>) -> Option<String> {
+    const HALFWAY: &str = "a write in its group failed halfway, so the group was rolled back";
+    for (index, job) in group.iter_mut().enumerate() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_savepoint(&tx, job.work.as_mut())));
+        let refused = match ran {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => DbError::Sqlite(e),
+            Err(_) => DbError::Worker("a database job failed unexpectedly (a bug); nothing of it was written".into()),
+        };
+        // This job and every one after it are answered now; those before it hear that the group
+        // failed.
+        let mut unanswered = group.split_off(index).into_iter();
+        if let Some(job) = unanswered.next() {
+            job.work.refuse(refused);
+        }
+        for job in unanswered {
+            job.work.refuse(DbError::Commit(HALFWAY.into()));
+        }
+        let _ = tx.rollback();
+        return Some(HALFWAY.to_string());
+    }
+    tx.commit().err().map(|e| e.to_string())
+}
+
+/// Runs `work` in a savepoint that is rolled back unless it keeps its writes. An error here is
+/// the savepoint's own: the transaction cannot go on.
+fn in_savepoint(tx: &Transaction<'_>, work: &mut dyn Work) -> rusqlite::Result<()> {
+    savepoint(tx, "SAVEPOINT job")?;
+    if work.run(tx) {
+        savepoint(tx, "RELEASE job")
+    } else {
+        savepoint(tx, "ROLLBACK TO job")?;
+        savepoint(tx, "RELEASE job")
     }
 }
 
@@ -840,6 +880,97 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((count, odd), (100, 0), "every even row kept, every odd one rolled back");
+    }
+
+    /// A test job: writes, then keeps them (`Ok`) or not (`Err`).
+    type TestJob<T> = Box<dyn FnMut(&Transaction<'_>) -> rusqlite::Result<Result<T, &'static str>> + Send>;
+
+    /// Queues `jobs` behind a job that holds the writer until they are all queued, so that
+    /// they form one group; answers what each job's call returned.
+    async fn one_group<T: Send + 'static>(
+        db: &Db,
+        jobs: Vec<TestJob<T>>,
+    ) -> Vec<Result<Result<T, &'static str>, DbError>> {
+        let (release, held) = mpsc::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.run(move |_| {
+                    let _ = held.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        // Give the holder time to take the writer, then queue the jobs in order: a call sends
+        // its job when first polled.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut calls: Vec<_> = jobs.into_iter().map(|f| Box::pin(db.run_or_rollback(f))).collect();
+        for call in &mut calls {
+            assert!(futures_util::poll!(call.as_mut()).is_pending(), "answered before the writer was free");
+        }
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await);
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_with_a_failing_job_runs_again_with_a_savepoint_per_job_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let runs: Arc<[std::sync::atomic::AtomicUsize; 3]> = Arc::default();
+        let job = |k: i64, keep: bool| {
+            let runs = runs.clone();
+            Box::new(move |tx: &Transaction<'_>| {
+                runs[(k - 1) as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // What the earlier jobs of the group wrote is there; the failed job's never is.
+                let seen: i64 = tx.query_row("SELECT COUNT(*) FROM t WHERE k = 2", [], |r| r.get(0))?;
+                assert_eq!(seen, 0, "job {k} saw the failed job's row");
+                tx.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
+                Ok(if keep { Ok(k) } else { Err("refused") })
+            }) as TestJob<i64>
+        };
+        let answers = one_group(&db, vec![job(1, true), job(2, false), job(3, true)]).await;
+        assert!(matches!(answers[0], Ok(Ok(1))), "{:?}", answers[0]);
+        assert!(matches!(answers[1], Ok(Err("refused"))), "{:?}", answers[1]);
+        assert!(matches!(answers[2], Ok(Ok(3))), "{:?}", answers[2]);
+        let rows: Vec<i64> = db
+            .read(|tx| tx.prepare("SELECT k FROM t ORDER BY k")?.query_map([], |r| r.get(0))?.collect())
+            .await
+            .unwrap();
+        assert_eq!(rows, [1, 3], "the failed job's write is undone, the others' kept");
+        let runs: Vec<usize> = runs.iter().map(|r| r.load(std::sync::atomic::Ordering::SeqCst)).collect();
+        // First without savepoints (job 1, then job 2 fails and stops the run), then each
+        // job in its own savepoint.
+        assert_eq!(runs, [2, 2, 1], "runs of each job");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_whose_jobs_all_succeed_runs_each_job_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let jobs = (1..=5i64)
+            .map(|k| {
+                let runs = runs.clone();
+                Box::new(move |tx: &Transaction<'_>| {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tx.execute("INSERT INTO t (k) VALUES (?1)", [k]).map(Ok)
+                })
+                    as Box<dyn FnMut(&Transaction<'_>) -> rusqlite::Result<Result<usize, &'static str>> + Send>
+            })
+            .collect();
+        let answers = one_group(&db, jobs).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(Ok(1)))), "{answers:?}");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 5);
+        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+        assert_eq!(n, 5);
     }
 
     #[tokio::test]
