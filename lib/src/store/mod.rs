@@ -356,8 +356,8 @@ pub(crate) fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// Whether `condition` holds given the live item (expired items already filtered out).
-/// Whether `condition` holds for the live item's version (`None`: no live item).
+/// Whether `condition` holds for the live item's version (`None`: no live item; an expired item
+/// is not live).
 pub(crate) fn condition_holds(condition: Condition, live: Option<u64>) -> bool {
     match (condition, live) {
         (Condition::None, _) => true,

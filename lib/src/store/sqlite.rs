@@ -119,7 +119,7 @@ fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
 /// puts three or four items), so the row is looked up once, not once to check and once to
 /// write; only when the condition fails is the live version read, for the error.
 fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
-    let (condition, written) = match write {
+    let (condition, held) = match write {
         Write::Enqueue { queue, message } => {
             let now_ms = jiff::Timestamp::now().as_millisecond();
             crate::queue::sqlite::insert_message(
@@ -141,7 +141,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
         }
         Write::Check { pk, sk, condition } => (*condition, condition_holds(*condition, live_version(tx, pk, sk, now)?)),
     };
-    if written {
+    if held {
         return Ok(Ok(()));
     }
     let (pk, sk) = write.key();
@@ -153,6 +153,20 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
     }))
 }
 
+/// A put without a condition.
+const PUT: &str =
+    "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// A put if no live item is there: inserted, or written over an expired row; a live row leaves
+/// the statement without a change (`?7`: now).
+const PUT_IF_ABSENT: &str =
+    "INSERT INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, data = excluded.data,
+         expires_at = excluded.expires_at, written = excluded.written
+     WHERE items.expires_at IS NOT NULL AND items.expires_at <= ?7";
+/// A put if the live item has version `?7` (`?8`: now).
+const PUT_IF_VERSION: &str = "UPDATE items SET version = ?3, data = ?4, expires_at = ?5, written = ?6
+     WHERE pk = ?1 AND sk = ?2 AND version = ?7 AND (expires_at IS NULL OR expires_at > ?8)";
+
 /// Writes `item` if `condition` holds, in one statement; false (and nothing written) if it
 /// does not. An expired row counts as absent, as everywhere in the store.
 fn put(tx: &Transaction<'_>, item: &Item, condition: Condition, now: i64) -> rusqlite::Result<bool> {
@@ -160,26 +174,20 @@ fn put(tx: &Transaction<'_>, item: &Item, condition: Condition, now: i64) -> rus
     let written = item.expires_at.map(|_| jiff::Timestamp::now().as_microsecond());
     let (pk, sk, version, data, expires_at) = (&item.pk, &item.sk, item.version as i64, &item.data, item.expires_at);
     let changed = match condition {
-        Condition::None => tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![pk, sk, version, data, expires_at, written])?,
-        // Inserted, or written over an expired row; a live row leaves the statement without a change.
-        Condition::Absent => tx
-            .prepare_cached(
-                "INSERT INTO items (pk, sk, version, data, expires_at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, data = excluded.data,
-                     expires_at = excluded.expires_at, written = excluded.written
-                 WHERE items.expires_at IS NOT NULL AND items.expires_at <= ?7",
-            )?
-            .execute(params![pk, sk, version, data, expires_at, written, now])?,
-        Condition::Version(expected) => tx
-            .prepare_cached(
-                "UPDATE items SET version = ?3, data = ?4, expires_at = ?5, written = ?6
-                 WHERE pk = ?1 AND sk = ?2 AND version = ?7 AND (expires_at IS NULL OR expires_at > ?8)",
-            )?
-            .execute(params![pk, sk, version, data, expires_at, written, expected as i64, now])?,
+        Condition::None => tx.prepare_cached(PUT)?.execute(params![pk, sk, version, data, expires_at, written])?,
+        Condition::Absent => {
+            tx.prepare_cached(PUT_IF_ABSENT)?.execute(params![pk, sk, version, data, expires_at, written, now])?
+        }
+        Condition::Version(expected) => tx.prepare_cached(PUT_IF_VERSION)?.execute(params![
+            pk,
+            sk,
+            version,
+            data,
+            expires_at,
+            written,
+            expected as i64,
+            now
+        ])?,
     };
     Ok(changed == 1)
 }
@@ -368,6 +376,20 @@ mod tests {
         assert_eq!(indexes, ["items_expiring"], "the older index is replaced");
         assert!(plan.iter().any(|p| p.contains("items_expiring")), "the purge walks the index: {plan:?}");
         assert_eq!(store.purge_expired(10).await.unwrap(), 1, "the older file's expired row is purged");
+    }
+
+    #[tokio::test]
+    async fn the_puts_are_compiled_once_whatever_is_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let _store = SqliteStore::new(db.clone()).unwrap();
+        let (expires, written): (Option<i64>, Option<i64>) = (Some(4_000_000_000), Some(1));
+        let row: [&dyn rusqlite::ToSql; 6] = [&"seen#k", &"a", &1i64, &"{}", &expires, &written];
+        assert_eq!(crate::embedded::recompilations(&db, PUT, &row), 0, "PUT");
+        let absent = [&row[..], &[&5i64 as &dyn rusqlite::ToSql]].concat();
+        assert_eq!(crate::embedded::recompilations(&db, PUT_IF_ABSENT, &absent), 0, "PUT_IF_ABSENT");
+        let versioned = [&row[..], &[&1i64 as &dyn rusqlite::ToSql, &5i64]].concat();
+        assert_eq!(crate::embedded::recompilations(&db, PUT_IF_VERSION, &versioned), 0, "PUT_IF_VERSION");
     }
 
     #[tokio::test]
