@@ -29,14 +29,8 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/klaxon
 fi
 DIR=$(mktemp -d)
-cat >"$DIR/klaxon.toml" <<'TOML'
-version = 1
-[[sources]]
-id = "freezer"
-kind = "particle"
-token = "load-test-key-0123456789"
-grouping_window = "24h"
-TOML
+source lib/benches/load/serve.sh
+particle_only_config
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 OUT="$DIR/callgrind.out"
 RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" serve --config "$DIR/klaxon.toml" \

@@ -15,17 +15,10 @@ DURATION="${DURATION:-10}"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 cargo build --release -q -p klaxon
 DIR=$(mktemp -d)
-cat >"$DIR/klaxon.toml" <<'TOML'
-version = 1
-[[sources]]
-id = "freezer"
-kind = "particle"
-token = "load-test-key-0123456789"
-grouping_window = "24h"
-TOML
+source lib/benches/load/serve.sh
+particle_only_config
 PID=""
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
-source lib/benches/load/serve.sh
 start_klaxon error
 echo "klaxon serve on 127.0.0.1:$PORT, ${DURATION}s per run, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for mode in new repeat; do

@@ -1,6 +1,21 @@
-# Shared by run.sh and storm.sh (sourced): starts the release `klaxon serve` on a free loopback
-# port with the configuration "$DIR/klaxon.toml" and data in "$DIR/data", logging at the level
-# given (to "$DIR/serve.log"), and waits until /healthz answers. Sets PORT and PID.
+# Shared by run.sh, storm.sh and instructions.sh (sourced).
+
+# Writes "$DIR/klaxon.toml": one Particle source and nothing else (no Mattermost), as the load
+# scripts send to.
+particle_only_config() {
+  cat >"$DIR/klaxon.toml" <<'TOML'
+version = 1
+[[sources]]
+id = "freezer"
+kind = "particle"
+token = "load-test-key-0123456789"
+grouping_window = "24h"
+TOML
+}
+
+# Starts the release `klaxon serve` on a free loopback port with the configuration
+# "$DIR/klaxon.toml" and data in "$DIR/data", logging at the level given (to "$DIR/serve.log"),
+# and waits until /healthz answers. Sets PORT and PID.
 start_klaxon() {
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
   RUST_LOG="$1" target/release/klaxon serve --config "$DIR/klaxon.toml" --data-dir "$DIR/data" \
