@@ -640,7 +640,9 @@ fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>) -> Option<String> {
         for job in unanswered {
             job.work.refuse(DbError::Commit(HALFWAY.into()));
         }
-        let _ = tx.rollback();
+        if let Err(e) = tx.rollback() {
+            tracing::warn!(error = %e, "rolling back a group whose write failed halfway failed; SQLite rolls it back when the next one begins");
+        }
         return Some(HALFWAY.to_string());
     }
     tx.commit().err().map(|e| e.to_string())
