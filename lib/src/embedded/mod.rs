@@ -22,7 +22,10 @@
 //! behind each other for seconds, and a call that gave up can never commit later behind the
 //! caller's back.
 
+mod page_cache;
 mod wal_writes;
+
+pub use page_cache::truncations as page_cache_truncations;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::future::Future;
@@ -67,6 +70,12 @@ const SYNC_ROUNDS: usize = 2;
 const LOCK_WAIT: Duration = Duration::from_millis(5);
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 8;
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB). Every page a commit touches and
+/// does not find there is read from the file on the one serial path, so a larger one pays: with
+/// the page cache of [`page_cache`], which no longer walks the whole cache at each commit, 32
+/// MiB took about a tenth more new alerts a second than 2 MiB (the writer's system time 14-15
+/// against 18-20 µs per alert); without it, 32 MiB had cost the writer half again its CPU.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -363,6 +372,10 @@ impl Db {
 
 fn open_connection(path: &Path) -> Result<Connection, DbError> {
     let open_err = |source| DbError::Open { path: path.to_path_buf(), source };
+    // Before SQLite initialises (the first connection does): afterwards it keeps its default.
+    if !page_cache::install() {
+        tracing::debug!("SQLite was initialised before Klaxon's page cache could be installed; commits cost more");
+    }
     // Writes to the WAL go out once per commit (see `wal_writes`). Should registering it ever
     // fail, SQLite's default VFS does the same work, only slower: not worth refusing to start.
     let conn = match wal_writes::register() {
@@ -527,6 +540,9 @@ fn write_loop(
     gate: Arc<std::sync::Mutex<()>>,
     path: PathBuf,
 ) {
+    if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}")) {
+        tracing::warn!(error = %e, "cannot size the writer's page cache; SQLite's default applies");
+    }
     if let Err(e) = conn.query_row(&format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}"), [], |_| Ok(())) {
         tracing::warn!(error = %e, "cannot set the writer's checkpoint threshold; SQLite's default applies");
     }
