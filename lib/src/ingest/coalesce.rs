@@ -114,7 +114,10 @@ impl Intake {
         let waiter = Waiter { event, deadline: current_deadline(), reply };
         if self.shared.pending.push(&key, waiter) {
             let leader = self.clone();
-            tokio::spawn(async move { leader.lead(key).await });
+            // Boxed: the leader's future is about 6.5 KB, which tokio would otherwise copy into
+            // its task on every spawn and again when the task finishes (perf, 64 senders: memcpy
+            // 5.1 and 4.6 % of a storm's CPU samples before, 4.1 and 4.2 % after).
+            tokio::spawn(Box::pin(async move { leader.lead(key).await }));
         }
         answer.await.unwrap_or(Err(IntakeError::Stopped))
     }
