@@ -1,11 +1,13 @@
 //! The embedded database both SQLite adapters share: one file, one writer, many readers.
 //!
 //! **Group commit.** One thread owns the connection that writes. Every write call is a job sent
-//! to it; it takes every job waiting (up to [`MAX_GROUP`]), runs each inside its own savepoint
-//! of one transaction, commits once (one fsync for the whole group) and only then answers each
-//! caller. A job that fails or rolls back undoes only its own savepoint. So under load many
-//! requests share one commit, and an answer always comes after the commit that holds its write:
-//! an acknowledged write is durable (`synchronous = FULL`).
+//! to it; it takes every job waiting (up to [`MAX_GROUP`]), runs them in one transaction,
+//! commits once (one fsync for the whole group) and only then answers each caller. A job that
+//! fails or rolls back undoes only its own writes: the group is then run again with a savepoint
+//! per job ([`write_loop`]). So under load many requests share one commit, and an answer always
+//! comes after the commit that holds its write: an acknowledged write is durable
+//! (`synchronous = FULL`). The writer's page cache is [`page_cache`]'s, which a commit does not
+//! walk.
 //!
 //! **Readers** run on their own connections (WAL lets them read beside the writer) on tokio's
 //! blocking pool, and see every write whose caller has been answered.
