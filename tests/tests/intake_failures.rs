@@ -7,26 +7,35 @@ use axum::http::{Request, StatusCode};
 use klaxon::app::AppState;
 use klaxon::notify::outbox::Outbox;
 use klaxon::queue::{OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage};
-use klaxon::store::{Condition, Item, Store, StoreError, Write};
+use klaxon::store::{Condition, Decide, Item, Store, StoreError, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
 const CONFIG: &str = "version = 1\n[[sources]]\nid = \"freezer\"\nkind = \"particle\"\ninsecure = true\n";
 
-/// A store whose transactions fail (the disk is full, DynamoDB throttles, ...).
-struct FailingWrites(Arc<dyn Store>);
+/// A store whose transactions fail (the disk is full, DynamoDB throttles, ...). With `in_place`
+/// it decides where it writes, as the embedded store does ([`Store::decide_and_write`]), and
+/// fails there too; without, intake reads and then writes, as on DynamoDB.
+struct FailingWrites {
+    real: Arc<dyn Store>,
+    in_place: bool,
+}
+
+fn disk_full() -> StoreError {
+    StoreError::Backend { backend: "test store", message: "disk full".into() }
+}
 
 #[async_trait]
 impl Store for FailingWrites {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        self.0.get(pk, sk).await
+        self.real.get(pk, sk).await
     }
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
-        self.0.put(item, condition).await
+        self.real.put(item, condition).await
     }
     async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
-        self.0.delete(pk, sk, condition).await
+        self.real.delete(pk, sk, condition).await
     }
     async fn query_page(
         &self,
@@ -35,16 +44,19 @@ impl Store for FailingWrites {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        self.0.query_page(pk, prefix, start_after, limit).await
+        self.real.query_page(pk, prefix, start_after, limit).await
     }
     async fn transact(&self, _writes: Vec<Write>) -> Result<(), StoreError> {
-        Err(StoreError::Backend { backend: "test store", message: "disk full".into() })
+        Err(disk_full())
+    }
+    async fn decide_and_write(&self, _decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
+        self.in_place.then(|| Err(disk_full()))
     }
     async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
-        self.0.increment_by(pk, sk, by).await
+        self.real.increment_by(pk, sk, by).await
     }
     async fn purge_expired(&self, max: usize) -> Result<usize, StoreError> {
-        self.0.purge_expired(max).await
+        self.real.purge_expired(max).await
     }
 }
 
@@ -93,10 +105,19 @@ async fn queued(queue: &Arc<dyn Queue>) -> usize {
 
 #[tokio::test]
 async fn a_failed_write_answers_503_and_leaves_nothing_behind() {
+    a_failed_write_changes_nothing(true).await;
+}
+
+#[tokio::test]
+async fn a_failed_write_after_a_read_answers_503_and_leaves_nothing_behind() {
+    a_failed_write_changes_nothing(false).await;
+}
+
+async fn a_failed_write_changes_nothing(in_place: bool) {
     let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
     let real = app.state.clone();
     let mut broken = real.clone();
-    broken.store = Arc::new(FailingWrites(real.store.clone()));
+    broken.store = Arc::new(FailingWrites { real: real.store.clone(), in_place });
     let body = "event=ALERT&coreid=d1&published_at=t1&PARTICLE_EVENT_ID=ev-1";
 
     let (status, json) = alert(&broken, body).await;

@@ -15,7 +15,7 @@ use crate::repo::alerts::AlertRepo;
 use crate::repo::counter::NumberBlocks;
 use crate::repo::maintenance::MaintenanceRepo;
 use crate::repo::{RepoError, Versioned};
-use crate::store::{Item, Store, Write};
+use crate::store::{Decide, Decided, Item, ReadNow, Store, Write};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -119,6 +119,72 @@ struct Applied {
 impl Applied {
     fn nothing(result: IntakeResult) -> Self {
         Applied { result, job: None }
+    }
+}
+
+/// What a trigger reads before it decides.
+struct TriggerReads {
+    /// The open-alert index entry for the event's key.
+    pointer: Option<Item>,
+    /// The alert `pointer` names (read only when there is one).
+    alert: Option<Item>,
+    /// How an earlier delivery of this request was answered.
+    answered: Option<IntakeResult>,
+    /// The maintenance windows started from chat ([`MaintenanceRepo::STARTED`]).
+    started: Vec<Item>,
+}
+
+impl TriggerReads {
+    /// The keys a trigger reads first: the open-alert index entry, then its delivery record.
+    fn keys(event: &AlertEvent) -> Vec<(String, String)> {
+        let mut keys = vec![AlertRepo::open_key(&event.source, &event.dedup_key)];
+        keys.extend(delivery::keys(std::slice::from_ref(event)));
+        keys
+    }
+
+    /// Everything, read where the trigger's writes will happen.
+    fn now(store: &dyn ReadNow, event: &AlertEvent) -> Result<TriggerReads, RepoError> {
+        let mut items = store.get_many(&Self::keys(event))?.into_iter();
+        let pointer = items.next().flatten();
+        let answered = delivery::answered(std::slice::from_ref(event), items)?.pop().flatten();
+        let alert = match (&pointer, &answered) {
+            (Some(p), None) => store.get_many(&[AlertRepo::pointed_at(p)])?.pop().flatten(),
+            _ => None,
+        };
+        let started = match answered {
+            Some(_) => Vec::new(),
+            None => store.page(&MaintenanceRepo::STARTED)?,
+        };
+        Ok(TriggerReads { pointer, alert, answered, started })
+    }
+}
+
+/// What a trigger decided.
+enum TriggerPlan {
+    /// An earlier delivery of this request was answered so; nothing to write.
+    Answered(IntakeResult),
+    /// A new alert is due, and needs a number first.
+    NeedsNumber,
+    Write {
+        change: Box<Change>,
+        applied: Applied,
+    },
+}
+
+/// The change a trigger makes.
+enum Change {
+    Create { alert: Alert, index_version: Option<u64>, extra: Vec<Write> },
+    Repeat { read: Box<Versioned<Alert>>, alert: Alert, extra: Vec<Write> },
+}
+
+impl Change {
+    fn writes(&self) -> Vec<Write> {
+        match self {
+            Change::Create { alert, index_version, extra } => {
+                AlertRepo::create_writes(alert, *index_version, extra.clone())
+            }
+            Change::Repeat { read, alert, extra } => AlertRepo::update_open_writes(read, alert, extra.clone()),
+        }
     }
 }
 
@@ -317,21 +383,78 @@ impl Intake {
         }
     }
 
-    /// A trigger's first round trip asks for everything it may need at once: its delivery
-    /// record, the open-alert index and the maintenance windows started from chat (one read:
-    /// one SQLite read transaction, a batch read beside a query on DynamoDB), and, where
-    /// numbers come in blocks ahead of need, a new block. A new alert then needs only its
-    /// transaction and its hand-over to the queue.
+    /// A trigger reads what it needs, decides ([`Intake::decide_trigger`]) and writes. Where the
+    /// store can do all three as one step ([`Store::decide_and_write`]: the embedded store, on
+    /// its writer) it does; otherwise ([`Intake::trigger_by_round_trips`]) it reads everything it
+    /// may need in one round trip and then writes under conditions.
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
+        loop {
+            let intake = self.clone();
+            let this = event.clone();
+            let mut id = reserved_id.clone();
+            let decide: Decide = Box::new(move |store: &dyn ReadNow| {
+                let reads = match TriggerReads::now(store, &this) {
+                    Ok(reads) => reads,
+                    Err(RepoError::Store(e)) => return Err(e),
+                    Err(e) => {
+                        return Ok(Decided {
+                            writes: Vec::new(),
+                            answer: Box::new((Err::<TriggerPlan, _>(e), id.clone())),
+                        });
+                    }
+                };
+                let mut plan = intake.decide_trigger(&this, &reads, id.as_deref());
+                if let Ok(TriggerPlan::NeedsNumber) = plan
+                    && let Some(n) = intake.shared.numbers.next_now()
+                {
+                    id = Some(AlertRepo::id_of(n));
+                    plan = intake.decide_trigger(&this, &reads, id.as_deref());
+                }
+                let writes = match &plan {
+                    Ok(TriggerPlan::Write { change, .. }) => change.writes(),
+                    _ => Vec::new(),
+                };
+                Ok(Decided { writes, answer: Box::new((plan, id.clone())) })
+            });
+            let Some(done) = self.store.decide_and_write(decide).await else {
+                return self.trigger_by_round_trips(event, reserved_id).await;
+            };
+            let (plan, id) = match done {
+                Ok(answer) => *answer.downcast::<(Result<TriggerPlan, RepoError>, Option<String>)>().map_err(|_| {
+                    RepoError::Store(crate::store::StoreError::Backend {
+                        backend: "store",
+                        message: "a trigger's decision came back as something else; this is a bug in Klaxon".into(),
+                    })
+                })?,
+                Err(e) => return Err(AlertRepo::create_failed(&event.source, &event.dedup_key, e)),
+            };
+            // A number taken on the writer is kept for a retry, so that a retry leaves no gap.
+            *reserved_id = id;
+            match plan? {
+                TriggerPlan::Answered(result) => return Ok(Applied::nothing(result)),
+                TriggerPlan::NeedsNumber => *reserved_id = Some(self.alerts.next_id(&self.shared.numbers).await?),
+                TriggerPlan::Write { applied, .. } => return Ok(applied),
+            }
+        }
+    }
+
+    /// A trigger over round trips. The first asks for everything it may need at once: its
+    /// delivery record, the open-alert index and the maintenance windows started from chat (a
+    /// batch read beside a query on DynamoDB), and, where numbers come in blocks ahead of need,
+    /// a new block. A new alert then needs only its transaction and its hand-over to the queue.
+    async fn trigger_by_round_trips(
+        &self,
+        event: &AlertEvent,
+        reserved_id: &mut Option<String>,
+    ) -> Result<Applied, RepoError> {
         let events = std::slice::from_ref(event);
-        let mut keys = vec![AlertRepo::open_key(&event.source, &event.dedup_key)];
-        keys.extend(delivery::keys(events));
         let numbers = async {
             match self.shared.numbers.prefetches() && reserved_id.is_none() {
                 true => self.shared.numbers.refill_if_empty(self.store.as_ref()).await,
                 false => Ok(()),
             }
         };
+        let keys = TriggerReads::keys(event);
         let (found, refilled) = tokio::join!(self.store.get_many_and_page(&keys, &MaintenanceRepo::STARTED), numbers);
         let (items, started) = found?;
         let mut items = items.into_iter();
@@ -340,7 +463,43 @@ impl Intake {
             return Ok(Applied::nothing(IntakeResult { deduplicated: true, ..previous }));
         }
         refilled?;
-        let open = self.alerts.resolve_open(pointer).await?;
+        let alert = match &pointer {
+            Some(p) => {
+                let (pk, sk) = AlertRepo::pointed_at(p);
+                self.store.get(&pk, &sk).await?
+            }
+            None => None,
+        };
+        let reads = TriggerReads { pointer, alert, answered: None, started };
+        loop {
+            match self.decide_trigger(event, &reads, reserved_id.as_deref())? {
+                TriggerPlan::Answered(result) => return Ok(Applied::nothing(result)),
+                TriggerPlan::NeedsNumber => *reserved_id = Some(self.alerts.next_id(&self.shared.numbers).await?),
+                TriggerPlan::Write { change, applied } => {
+                    match *change {
+                        Change::Create { alert, index_version, extra } => {
+                            self.alerts.create(&alert, index_version, extra).await?
+                        }
+                        Change::Repeat { read, alert, extra } => self.alerts.update(&read, &alert, extra).await?,
+                    }
+                    return Ok(applied);
+                }
+            }
+        }
+    }
+
+    /// What a trigger does, given what it read and the id a new alert would take (`None`: none
+    /// taken yet). Reads nothing and writes nothing: it runs wherever the reads were made.
+    fn decide_trigger(
+        &self,
+        event: &AlertEvent,
+        reads: &TriggerReads,
+        id: Option<&str>,
+    ) -> Result<TriggerPlan, RepoError> {
+        if let Some(previous) = &reads.answered {
+            return Ok(TriggerPlan::Answered(IntakeResult { deduplicated: true, ..previous.clone() }));
+        }
+        let open = AlertRepo::open_lookup(reads.pointer.clone(), reads.alert.clone())?;
         let window = self.config.source(&event.source).map(|s| s.grouping_window()).unwrap_or_default();
         if let Some(read) = open.alert {
             let since = event.at.duration_since(read.value.last_occurrence());
@@ -353,19 +512,17 @@ impl Intake {
                     let mut result = IntakeResult::about(Outcome::Grouped, &alert, true);
                     result.raised_from = raised.then_some(before);
                     let (job, extra) = self.extra_writes(event, &alert, &result);
-                    self.alerts.update(&read, &alert, extra).await?;
-                    return Ok(Applied { result, job: Some(job) });
+                    let applied = Applied { result, job: Some(job) };
+                    let change = Box::new(Change::Repeat { read: Box::new(read), alert, extra });
+                    return Ok(TriggerPlan::Write { change, applied });
                 }
             }
         }
         // No open alert, or the last occurrence is older than the window: a new episode. It
         // takes over the key; an older alert that is still open stays open on its own.
-        let id = match reserved_id {
-            Some(id) => id.clone(),
-            None => reserved_id.insert(self.alerts.next_id(&self.shared.numbers).await?).clone(),
-        };
+        let Some(id) = id else { return Ok(TriggerPlan::NeedsNumber) };
         let new = NewAlert {
-            id,
+            id: id.to_string(),
             source: event.source.clone(),
             dedup_key: event.dedup_key.clone(),
             summary: event.summary.clone(),
@@ -375,7 +532,7 @@ impl Intake {
         let mut alert = Alert::trigger(new, event.actor.clone(), event.at);
         // In a maintenance window the alert is recorded (and grouped) but neither posted nor
         // escalated until the window ends.
-        let started = MaintenanceRepo::started_in(&started)?;
+        let started = MaintenanceRepo::started_in(&reads.started)?;
         let window = crate::escalation::windows::holding(&self.config, started, &event.source, event.at);
         if let Some(w) = &window {
             alert.held = Some(w.key());
@@ -388,8 +545,9 @@ impl Intake {
         if let Some(w) = &window {
             extra.push(crate::repo::maintenance::MaintenanceRepo::hold(w, &alert.id, &alert.source));
         }
-        self.alerts.create(&alert, open.index_version, extra).await?;
-        Ok(Applied { result, job: Some(job) })
+        let applied = Applied { result, job: Some(job) };
+        let change = Box::new(Change::Create { alert, index_version: open.index_version, extra });
+        Ok(TriggerPlan::Write { change, applied })
     }
 
     async fn act(&self, event: &AlertEvent) -> Result<Applied, RepoError> {

@@ -2,7 +2,7 @@
 
 use super::{RepoError, Versioned, counter, create_write, decode, update_write};
 use crate::domain::Alert;
-use crate::store::{Condition, Item, Store, Write};
+use crate::store::{Condition, Item, Store, StoreError, Write};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -25,7 +25,12 @@ impl AlertRepo {
 
     /// A fresh id such as `ALR-12`, from this process's block of numbers.
     pub async fn next_id(&self, numbers: &counter::NumberBlocks) -> Result<String, RepoError> {
-        Ok(format!("ALR-{}", numbers.next(self.store.as_ref()).await?))
+        Ok(Self::id_of(numbers.next(self.store.as_ref()).await?))
+    }
+
+    /// The id of alert number `n`.
+    pub fn id_of(n: u64) -> String {
+        format!("ALR-{n}")
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<Alert>>, RepoError> {
@@ -56,15 +61,36 @@ impl AlertRepo {
 
     /// The open alert an index entry read under [`AlertRepo::open_key`] points at.
     pub async fn resolve_open(&self, pointer: Option<Item>) -> Result<OpenLookup, RepoError> {
+        let alert = match &pointer {
+            Some(p) => self.store.get(&alert_pk(&p.data), "alert").await?,
+            None => None,
+        };
+        Self::open_lookup(pointer, alert)
+    }
+
+    /// What the index entry `pointer` says, with `alert` read under [`AlertRepo::key`] of the id
+    /// it points at ([`AlertRepo::pointed_at`]).
+    pub fn open_lookup(pointer: Option<Item>, alert: Option<Item>) -> Result<OpenLookup, RepoError> {
         let Some(pointer) = pointer else { return Ok(OpenLookup::default()) };
-        let alert = self.get(&pointer.data).await?.filter(|a| !a.value.is_closed());
+        let alert = Self::read(alert, &pointer.data)?.filter(|a| !a.value.is_closed());
         Ok(OpenLookup { alert, index_version: Some(pointer.version) })
+    }
+
+    /// The key of the alert an open-alert index entry points at.
+    pub fn pointed_at(pointer: &Item) -> (String, String) {
+        Self::key(&pointer.data)
     }
 
     /// Stores a new alert, makes it the open alert for its key (the entry read as
     /// `index_version`, or a new one), and `extra` writes (its jobs, a delivery record): all in
     /// one transaction, so all of them exist afterwards, or none.
     pub async fn create(&self, alert: &Alert, index_version: Option<u64>, extra: Vec<Write>) -> Result<(), RepoError> {
+        let writes = Self::create_writes(alert, index_version, extra);
+        self.store.transact(writes).await.map_err(|e| Self::create_failed(&alert.source, &alert.dedup_key, e))
+    }
+
+    /// The writes of [`AlertRepo::create`].
+    pub fn create_writes(alert: &Alert, index_version: Option<u64>, extra: Vec<Write>) -> Vec<Write> {
         let mut writes = vec![create_write(alert_pk(&alert.id), "alert", alert)];
         if !alert.is_closed() {
             let index = Item::new(open_pk(&alert.source, &alert.dedup_key), "open", alert.id.clone());
@@ -74,12 +100,15 @@ impl AlertRepo {
             });
         }
         writes.extend(extra);
-        self.store.transact(writes).await.map_err(|e| match e {
-            e if e.is_conflict() => {
-                RepoError::Conflict { what: format!("the open alert for {} / {}", alert.source, alert.dedup_key) }
-            }
+        writes
+    }
+
+    /// What a failed write of a new alert for (source, dedup key) means: a conflict is retried.
+    pub fn create_failed(source: &str, dedup_key: &str, e: StoreError) -> RepoError {
+        match e {
+            e if e.is_conflict() => RepoError::Conflict { what: format!("the open alert for {source} / {dedup_key}") },
             e => e.into(),
-        })
+        }
     }
 
     /// Replaces the alert read at `read.version` with `updated`, plus `extra` writes, atomically.
@@ -96,10 +125,24 @@ impl AlertRepo {
             }
         }
         writes.extend(extra);
-        self.store.transact(writes).await.map_err(|e| match e {
+        self.store.transact(writes).await.map_err(|e| Self::update_failed(updated, e))
+    }
+
+    /// The writes of [`AlertRepo::update`] for an update that leaves the alert open (so that
+    /// the open-alert index stays as it is).
+    pub fn update_open_writes(read: &Versioned<Alert>, updated: &Alert, extra: Vec<Write>) -> Vec<Write> {
+        debug_assert!(!updated.is_closed(), "an update that closes the alert also updates the open-alert index");
+        let mut writes = vec![update_write(alert_pk(&updated.id), "alert", updated, read.version)];
+        writes.extend(extra);
+        writes
+    }
+
+    /// What a failed write of an update of `updated` means.
+    fn update_failed(updated: &Alert, e: StoreError) -> RepoError {
+        match e {
             e if e.is_conflict() => RepoError::Conflict { what: format!("alert {}", updated.id) },
             e => e.into(),
-        })
+        }
     }
 }
 

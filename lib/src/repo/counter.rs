@@ -77,6 +77,12 @@ impl NumberBlocks {
         spare.numbers.next().ok_or_else(|| self.corrupt())
     }
 
+    /// The next number if this process has one to hand right now (no block to take, nobody
+    /// else taking one): for callers that cannot wait.
+    pub fn next_now(&self) -> Option<u64> {
+        self.spare.try_lock().ok()?.numbers.next()
+    }
+
     /// Takes a new block now if this process has no number left, so that the next
     /// [`NumberBlocks::next`] needs no round trip.
     pub async fn refill_if_empty(&self, store: &dyn Store) -> Result<(), RepoError> {

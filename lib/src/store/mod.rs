@@ -178,6 +178,26 @@ pub struct PageQuery<'a> {
     pub limit: usize,
 }
 
+/// Reads for a decision made where the writes happen (see [`Store::decide_and_write`]): what a
+/// write in the same transaction would see.
+pub trait ReadNow {
+    /// [`Store::get_many`], at most [`MAX_BATCH_GET`] keys.
+    fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError>;
+    /// The first page of `page` (at most its `limit` items).
+    fn page(&self, page: &PageQuery<'_>) -> Result<Vec<Item>, StoreError>;
+}
+
+/// What a decision made from its reads wants: `writes` (every one or none, as in
+/// [`Store::transact`]; none is fine) and an `answer` for its caller, whatever the caller's type.
+pub struct Decided {
+    pub writes: Vec<Write>,
+    pub answer: Box<dyn std::any::Any + Send>,
+}
+
+/// A decision for [`Store::decide_and_write`]. It may run more than once (the embedded writer
+/// runs a group again when one of its jobs fails); only the last run's writes are kept.
+pub type Decide = Box<dyn FnMut(&dyn ReadNow) -> Result<Decided, StoreError> + Send>;
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The live item under the key, if any.
@@ -242,6 +262,17 @@ pub trait Store: Send + Sync {
 
     /// Applies every write or none. At most [`MAX_TRANSACTION_WRITES`] writes, each key once.
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Reads, decides and writes as one step, where the store can: `decide` reads inside the
+    /// transaction that then makes its writes, and nothing else writes in between, so what it
+    /// read still holds when its writes land. On the embedded store this is one job on its
+    /// writer, whose page cache is warm, instead of a read on another connection and then a
+    /// write. Returns `decide`'s answer once its writes committed (if `decide` fails, or a
+    /// write's condition does not hold, nothing is written). `None`: this store cannot
+    /// (DynamoDB); read, then write under conditions.
+    async fn decide_and_write(&self, _decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
+        None
+    }
 
     /// Adds one to the version of the item under the key, creating it at version 1 with empty
     /// data, and returns the new version: an atomic counter, one round trip, no retries. The

@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file, the same semantics as the DynamoDB adapter.
 
 use super::{
-    Condition, Item, PageQuery, Store, StoreError, Write, check_batch_get, check_key, check_write, condition_holds,
-    found, now_unix, validate_transaction,
+    Condition, Decide, Decided, Item, PageQuery, ReadNow, Store, StoreError, Write, check_batch_get, check_key,
+    check_write, condition_holds, found, now_unix, validate_transaction,
 };
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
@@ -110,6 +110,45 @@ fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
         data: row.get(3)?,
         expires_at: row.get(4)?,
     })
+}
+
+/// What a decision on the writer reads: the transaction it is about to write in.
+struct TxReads<'a> {
+    tx: &'a Transaction<'a>,
+    now: i64,
+}
+
+impl ReadNow for TxReads<'_> {
+    fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
+        check_batch_get(keys)?;
+        keys.iter().map(|(pk, sk)| live_item(self.tx, pk, sk, self.now).map_err(sqlite_error)).collect()
+    }
+
+    fn page(&self, query: &PageQuery<'_>) -> Result<Vec<Item>, StoreError> {
+        check_key(query.pk, query.prefix)?;
+        page(self.tx, query.pk, query.prefix, self.now, None, query.limit).map_err(sqlite_error)
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::from(DbError::from(e))
+}
+
+/// Applies `writes` in order inside `tx`; the first whose condition fails fails them all (the
+/// caller rolls back).
+fn apply_all(tx: &Transaction<'_>, writes: &[Write], now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    for (index, write) in writes.iter().enumerate() {
+        if let Err(e) = apply(tx, write, now)? {
+            let (pk, sk) = write.key();
+            debug_assert!(e.is_conflict());
+            return Ok(Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn enqueued(writes: &[Write]) -> usize {
+    writes.iter().filter(|w| matches!(w, Write::Enqueue { .. })).count()
 }
 
 /// Applies one write inside `tx`. The outer error is SQLite failing; the inner one is the write's
@@ -271,25 +310,38 @@ impl Store for SqliteStore {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes)?;
         let now = now_unix();
-        let queued = writes.iter().filter(|w| matches!(w, Write::Enqueue { .. })).count();
+        let queued = enqueued(&writes);
         // `Db::run_or_rollback` keeps the writes only when the closure returns Ok(Ok(..)).
-        let outcome = self
-            .db
-            .run_or_rollback(move |tx| {
-                for (index, write) in writes.iter().enumerate() {
-                    if let Err(e) = apply(tx, write, now)? {
-                        let (pk, sk) = write.key();
-                        debug_assert!(e.is_conflict());
-                        return Ok(Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() }));
-                    }
-                }
-                Ok(Ok(()))
-            })
-            .await?;
+        let outcome = self.db.run_or_rollback(move |tx| apply_all(tx, &writes, now)).await?;
         if outcome.is_ok() {
             self.db.wake_receivers(queued);
         }
         outcome
+    }
+
+    async fn decide_and_write(&self, mut decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
+        let outcome = self.db.run_or_rollback(move |tx| {
+            let now = now_unix();
+            let Decided { writes, answer } = match decide(&TxReads { tx, now }) {
+                Ok(decided) => decided,
+                Err(e) => return Ok(Err(e)),
+            };
+            if writes.is_empty() {
+                return Ok(Ok((answer, 0)));
+            }
+            if let Err(e) = validate_transaction(&writes) {
+                return Ok(Err(e));
+            }
+            Ok(apply_all(tx, &writes, now)?.map(|()| (answer, enqueued(&writes))))
+        });
+        Some(match outcome.await {
+            Ok(Ok((answer, queued))) => {
+                self.db.wake_receivers(queued);
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        })
     }
 
     async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
@@ -376,6 +428,106 @@ mod tests {
         assert_eq!(indexes, ["items_expiring"], "the older index is replaced");
         assert!(plan.iter().any(|p| p.contains("items_expiring")), "the purge walks the index: {plan:?}");
         assert_eq!(store.purge_expired(10).await.unwrap(), 1, "the older file's expired row is purged");
+    }
+
+    fn store_in(dir: &tempfile::TempDir) -> (Db, SqliteStore) {
+        let db = Db::open_in(dir.path()).unwrap();
+        let store = SqliteStore::new(db.clone()).unwrap();
+        (db, store)
+    }
+
+    /// A decision that bumps the item under `key` by one: reads it, then puts the next version
+    /// under a condition on the version read (answering the version it wrote).
+    fn bump(key: &'static str) -> Decide {
+        Box::new(move |read: &dyn ReadNow| {
+            let live = read.get_many(&[(key.to_string(), "n".to_string())])?.pop().flatten();
+            let (next, condition) = match &live {
+                Some(item) => (item.version + 1, Condition::Version(item.version)),
+                None => (1, Condition::Absent),
+            };
+            let item = Item::new(key, "n", next.to_string()).with_version(next);
+            Ok(Decided { writes: vec![Write::Put { item, condition }], answer: Box::new(next) })
+        })
+    }
+
+    async fn decide(store: &SqliteStore, decide: Decide) -> Result<u64, StoreError> {
+        let answer = store.decide_and_write(decide).await.expect("the embedded store decides where it writes")?;
+        Ok(*answer.downcast::<u64>().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_decisions_each_see_the_writes_before_them_and_none_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, store) = store_in(&dir);
+        // Read on a connection of their own and then written, these would collide (each read the
+        // same version): decided on the writer, each sees the one before it, even in one group.
+        let calls: Vec<_> = (0..200)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { decide(&store, bump("counter")).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap().unwrap());
+        }
+        answers.sort();
+        assert_eq!(answers, (1..=200).collect::<Vec<u64>>(), "every decision saw the one before it");
+        assert_eq!(store.get("counter", "n").await.unwrap().unwrap().version, 200);
+    }
+
+    #[tokio::test]
+    async fn a_decision_answers_after_its_writes_committed_and_wakes_a_receiver_for_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, store) = store_in(&dir);
+        let queue =
+            crate::queue::sqlite::SqliteQueue::open(db.clone(), "q", crate::queue::QueueKind::Standard, None).unwrap();
+        let message = crate::queue::Queue::in_transaction(&queue, &crate::queue::OutgoingMessage::standard("hello"))
+            .expect("the embedded queue takes messages in a transaction");
+        let decision: Decide = Box::new(move |read: &dyn ReadNow| {
+            assert!(read.page(&PageQuery { pk: "held#w", prefix: "", limit: 10 })?.is_empty());
+            let item = Item::new("held#w", "ALR-1", "freezer");
+            let writes = vec![Write::Put { item, condition: Condition::Absent }, message.clone()];
+            Ok(Decided { writes, answer: Box::new(7u64) })
+        });
+        assert_eq!(decide(&store, decision).await.unwrap(), 7);
+        assert_eq!(store.query_prefix("held#w", "", None).await.unwrap().len(), 1, "the put committed");
+        assert_eq!(queue.depth().await.unwrap(), 1, "and the message with it");
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(1), db.queued().notified()).await;
+        assert!(woken.is_ok(), "a receiver waiting for messages was woken");
+        // A decision that writes nothing answers all the same.
+        let nothing: Decide = Box::new(|_: &dyn ReadNow| Ok(Decided { writes: Vec::new(), answer: Box::new(3u64) }));
+        assert_eq!(decide(&store, nothing).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_decision_that_fails_or_whose_write_does_not_hold_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, store) = store_in(&dir);
+        store.put(Item::new("taken", "n", "x"), Condition::None).await.unwrap();
+        // The first write would succeed; the second's condition fails: neither stays.
+        let clash: Decide = Box::new(|_: &dyn ReadNow| {
+            let writes = vec![
+                Write::Put { item: Item::new("fresh", "n", "y"), condition: Condition::Absent },
+                Write::Put { item: Item::new("taken", "n", "y"), condition: Condition::Absent },
+            ];
+            Ok(Decided { writes, answer: Box::new(0u64) })
+        });
+        let err = decide(&store, clash).await.unwrap_err();
+        assert!(matches!(err, StoreError::TransactionConflict { index: 1, .. }), "{err}");
+        assert!(err.is_conflict(), "a caller retries it as any other conflict");
+        let failing: Decide = Box::new(|read: &dyn ReadNow| {
+            read.get_many(&[("k".repeat(crate::store::MAX_PK_BYTES + 1), "n".to_string())])?;
+            unreachable!("an oversized key is refused before it is read")
+        });
+        assert!(matches!(decide(&store, failing).await, Err(StoreError::TooLarge { .. })));
+        let twice: Decide = Box::new(|_: &dyn ReadNow| {
+            let put = Write::Put { item: Item::new("fresh", "n", "y"), condition: Condition::None };
+            Ok(Decided { writes: vec![put.clone(), put], answer: Box::new(0u64) })
+        });
+        assert!(matches!(decide(&store, twice).await, Err(StoreError::InvalidTransaction(_))));
+        assert_eq!(store.get("fresh", "n").await.unwrap(), None, "nothing was written");
+        assert_eq!(store.get("taken", "n").await.unwrap().unwrap().data, "x");
     }
 
     #[tokio::test]
