@@ -183,6 +183,7 @@ macro_rules! all_cases {
             a_wrong_method_gets_the_json_error,
             oversized_ids_and_texts_get_the_same_answer_on_both_backends,
             two_hundred_simultaneous_new_alerts_all_succeed_with_distinct_ids,
+            repeats_and_redeliveries_between_new_alerts_leave_no_gap_in_their_numbers,
             sixty_four_simultaneous_repeats_of_one_alert_all_count);
     };
 }
@@ -883,6 +884,38 @@ async fn two_hundred_simultaneous_new_alerts_all_succeed_with_distinct_ids(app: 
     }
     let expected: std::collections::HashSet<String> = (1..=200).map(|n| format!("ALR-{n}")).collect();
     assert_eq!(ids, expected);
+}
+
+/// On the embedded store a trigger takes a number before it knows whether it opens an alert
+/// (the writer then only reads and writes); a repeat or a redelivery gives it back. Neither
+/// leaves a gap, one at a time or many at once.
+async fn repeats_and_redeliveries_between_new_alerts_leave_no_gap_in_their_numbers(app: TestApp) {
+    let alert = |device: &str, id: &str| format!("event=ALERT&coreid={device}&published_at=t&PARTICLE_EVENT_ID={id}");
+    let (_, body) = particle_alert(app.state.clone(), alert("d1", "e1")).await;
+    assert_eq!(body["alert_id"], "ALR-1");
+    let (_, body) = particle_alert(app.state.clone(), alert("d1", "e1")).await;
+    assert_eq!((body["alert_id"].as_str(), body["occurrences"].as_u64()), (Some("ALR-1"), Some(1)), "a redelivery");
+    let (_, body) = particle_alert(app.state.clone(), alert("d1", "e2")).await;
+    assert_eq!((body["alert_id"].as_str(), body["occurrences"].as_u64()), (Some("ALR-1"), Some(2)), "a repeat");
+    let (_, body) = particle_alert(app.state.clone(), alert("d1", "e2")).await;
+    assert_eq!((body["alert_id"].as_str(), body["occurrences"].as_u64()), (Some("ALR-1"), Some(2)), "a redelivery");
+    let (_, body) = particle_alert(app.state.clone(), alert("d2", "e3")).await;
+    assert_eq!(body["alert_id"], "ALR-2", "the next new alert takes the next number");
+
+    // Thirty devices, each with a new alert and a repeat, all at once.
+    let calls: Vec<_> = (0..60)
+        .map(|i| tokio::spawn(particle_alert(app.state.clone(), alert(&format!("dev{}", i % 30), &format!("s{i}")))))
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.insert(body["alert_id"].as_str().unwrap().to_string());
+    }
+    let expected: std::collections::HashSet<String> = (3..=32).map(|n| format!("ALR-{n}")).collect();
+    assert_eq!(ids, expected);
+    let (_, body) = particle_alert(app.state.clone(), alert("d3", "e4")).await;
+    assert_eq!(body["alert_id"], "ALR-33");
 }
 
 /// 64 senders repeating one alert: serialised in process, none answered with an error, every

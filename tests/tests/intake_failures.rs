@@ -49,8 +49,11 @@ impl Store for FailingWrites {
     async fn transact(&self, _writes: Vec<Write>) -> Result<(), StoreError> {
         Err(disk_full())
     }
-    async fn decide_and_write(&self, _decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
-        self.in_place.then(|| Err(disk_full()))
+    fn decides_where_it_writes(&self) -> bool {
+        self.in_place
+    }
+    async fn decide_and_write(&self, _decide: Decide) -> Result<Box<dyn std::any::Any + Send>, StoreError> {
+        Err(disk_full())
     }
     async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
         self.real.increment_by(pk, sk, by).await

@@ -122,6 +122,14 @@ async fn counters_hand_out_distinct_sequential_numbers_under_concurrency(store: 
     }
     assert_eq!(&taken[..10], (base + 1..=base + 10).collect::<Vec<_>>().as_slice());
     assert_eq!(taken[10], base + 12, "then a new block starts after the counter");
+
+    // A number given back (taken for a new alert that turned out to be a repeat) is the next
+    // one handed out.
+    ahead.give_back(taken[4]).await;
+    ahead.give_back(taken[3]).await;
+    assert_eq!(ahead.next(store.as_ref()).await.unwrap(), taken[3], "the smallest first");
+    assert_eq!(ahead.next(store.as_ref()).await.unwrap(), taken[4]);
+    assert_eq!(ahead.next(store.as_ref()).await.unwrap(), base + 13, "then the block goes on");
 }
 
 async fn an_alert_is_created_with_its_jobs_or_not_at_all(store: Arc<dyn Store>) {

@@ -9,8 +9,11 @@
 //! (`synchronous = FULL`). The writer's page cache is [`page_cache`]'s, which a commit does not
 //! walk.
 //!
-//! **Readers** run on their own connections (WAL lets them read beside the writer) on tokio's
-//! blocking pool, and see every write whose caller has been answered.
+//! **Readers** run on their own connections (WAL lets them read beside the writer), on the
+//! calling task (on tokio's blocking pool only while the file is locked), and see every write
+//! whose caller has been answered. A reader's page cache is
+//! dropped whenever another connection committed, so a read that a write will follow is better
+//! made in the writer's job itself (`Store::decide_and_write`), where the cache stays warm.
 //!
 //! **The WAL.** A commit's pages go to the WAL file in one write ([`wal_writes`], a thin VFS
 //! over SQLite's own), and a checkpointer thread copies them into the database file beside the

@@ -122,7 +122,8 @@ impl Applied {
     }
 }
 
-/// What a trigger reads before it decides.
+/// What a trigger reads before it decides (the default: nothing found).
+#[derive(Default)]
 struct TriggerReads {
     /// The open-alert index entry for the event's key.
     pointer: Option<Item>,
@@ -140,6 +141,11 @@ impl TriggerReads {
         let mut keys = vec![AlertRepo::open_key(&event.source, &event.dedup_key)];
         keys.extend(delivery::keys(std::slice::from_ref(event)));
         keys
+    }
+
+    /// Nothing found: a new alert, as most triggers in a storm are.
+    fn is_empty(&self) -> bool {
+        self.pointer.is_none() && self.alert.is_none() && self.answered.is_none() && self.started.is_empty()
     }
 
     /// Everything, read where the trigger's writes will happen.
@@ -385,56 +391,73 @@ impl Intake {
 
     /// A trigger reads what it needs, decides ([`Intake::decide_trigger`]) and writes. Where the
     /// store can do all three as one step ([`Store::decide_and_write`]: the embedded store, on
-    /// its writer) it does; otherwise ([`Intake::trigger_by_round_trips`]) it reads everything it
-    /// may need in one round trip and then writes under conditions.
+    /// its writer) it does ([`Intake::trigger_in_place`]); otherwise
+    /// ([`Intake::trigger_by_round_trips`]) it reads everything it may need in one round trip
+    /// and then writes under conditions.
     async fn trigger(&self, event: &AlertEvent, reserved_id: &mut Option<String>) -> Result<Applied, RepoError> {
-        loop {
-            let intake = self.clone();
-            let this = event.clone();
-            let mut id = reserved_id.clone();
-            let decide: Decide = Box::new(move |store: &dyn ReadNow| {
-                let reads = match TriggerReads::now(store, &this) {
-                    Ok(reads) => reads,
-                    Err(RepoError::Store(e)) => return Err(e),
-                    Err(e) => {
-                        return Ok(Decided {
-                            writes: Vec::new(),
-                            answer: Box::new((Err::<TriggerPlan, _>(e), id.clone())),
-                        });
+        if !self.store.decides_where_it_writes() {
+            return self.trigger_by_round_trips(event, reserved_id).await;
+        }
+        let outcome = self.trigger_in_place(event, reserved_id).await;
+        // A number that no new alert took (the request was a repeat, or failed) goes back, so
+        // that the next alert takes it and no gap is left.
+        let used = matches!(&outcome, Ok(applied) if applied.result.alert_id.is_some() && applied.result.alert_id == *reserved_id);
+        if !used && let Some(n) = reserved_id.take().as_deref().and_then(AlertRepo::number_in) {
+            self.shared.numbers.give_back(n).await;
+        }
+        outcome
+    }
+
+    /// [`Intake::trigger`] as one job on the store's writer. The writer is the one serial path
+    /// of a storm, so the likeliest outcome (a new alert: nothing open for its key, no earlier
+    /// delivery, no maintenance window started from chat) is worked out here beforehand, with a
+    /// number taken for it (given back by [`Intake::trigger`] if unused); the writer then only
+    /// reads, and uses it if the reads bear it out.
+    async fn trigger_in_place(
+        &self,
+        event: &AlertEvent,
+        reserved_id: &mut Option<String>,
+    ) -> Result<Applied, RepoError> {
+        let id = match reserved_id {
+            Some(id) => id.clone(),
+            None => reserved_id.insert(self.alerts.next_id(&self.shared.numbers).await?).clone(),
+        };
+        let mut likely = match self.decide_trigger(event, &TriggerReads::default(), Some(&id))? {
+            TriggerPlan::Write { change, applied } => Some((change.writes(), TriggerPlan::Write { change, applied })),
+            _ => None,
+        };
+        let intake = self.clone();
+        let this = event.clone();
+        let decide: Decide = Box::new(move |store: &dyn ReadNow| {
+            let plan = match TriggerReads::now(store, &this) {
+                Ok(reads) => match likely.take() {
+                    Some((writes, plan)) if reads.is_empty() => {
+                        return Ok(Decided { writes, answer: Box::new(Ok::<_, RepoError>(plan)) });
                     }
-                };
-                let mut plan = intake.decide_trigger(&this, &reads, id.as_deref());
-                if let Ok(TriggerPlan::NeedsNumber) = plan
-                    && let Some(n) = intake.shared.numbers.next_now()
-                {
-                    id = Some(AlertRepo::id_of(n));
-                    plan = intake.decide_trigger(&this, &reads, id.as_deref());
-                }
-                let writes = match &plan {
-                    Ok(TriggerPlan::Write { change, .. }) => change.writes(),
-                    _ => Vec::new(),
-                };
-                Ok(Decided { writes, answer: Box::new((plan, id.clone())) })
-            });
-            let Some(done) = self.store.decide_and_write(decide).await else {
-                return self.trigger_by_round_trips(event, reserved_id).await;
+                    _ => intake.decide_trigger(&this, &reads, Some(&id)),
+                },
+                Err(RepoError::Store(e)) => return Err(e),
+                Err(e) => Err(e),
             };
-            let (plan, id) = match done {
-                Ok(answer) => *answer.downcast::<(Result<TriggerPlan, RepoError>, Option<String>)>().map_err(|_| {
-                    RepoError::Store(crate::store::StoreError::Backend {
-                        backend: "store",
-                        message: "a trigger's decision came back as something else; this is a bug in Klaxon".into(),
-                    })
-                })?,
-                Err(e) => return Err(AlertRepo::create_failed(&event.source, &event.dedup_key, e)),
+            let writes = match &plan {
+                Ok(TriggerPlan::Write { change, .. }) => change.writes(),
+                _ => Vec::new(),
             };
-            // A number taken on the writer is kept for a retry, so that a retry leaves no gap.
-            *reserved_id = id;
-            match plan? {
-                TriggerPlan::Answered(result) => return Ok(Applied::nothing(result)),
-                TriggerPlan::NeedsNumber => *reserved_id = Some(self.alerts.next_id(&self.shared.numbers).await?),
-                TriggerPlan::Write { applied, .. } => return Ok(applied),
-            }
+            Ok(Decided { writes, answer: Box::new(plan) })
+        });
+        let answer = self
+            .store
+            .decide_and_write(decide)
+            .await
+            .map_err(|e| AlertRepo::create_failed(&event.source, &event.dedup_key, e))?;
+        match answer.downcast::<Result<TriggerPlan, RepoError>>().map(|plan| *plan) {
+            Ok(Ok(TriggerPlan::Answered(result))) => Ok(Applied::nothing(result)),
+            Ok(Ok(TriggerPlan::Write { applied, .. })) => Ok(applied),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(TriggerPlan::NeedsNumber)) | Err(_) => Err(RepoError::Store(crate::store::StoreError::Backend {
+                backend: "store",
+                message: "a trigger's decision on the writer came back unfinished; this is a bug in Klaxon".into(),
+            })),
         }
     }
 

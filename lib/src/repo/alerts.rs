@@ -33,6 +33,11 @@ impl AlertRepo {
         format!("ALR-{n}")
     }
 
+    /// The number in an id made by [`AlertRepo::id_of`].
+    pub fn number_in(id: &str) -> Option<u64> {
+        id.strip_prefix("ALR-")?.parse().ok()
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<Alert>>, RepoError> {
         Self::read(self.store.get(&alert_pk(id), "alert").await?, id)
     }

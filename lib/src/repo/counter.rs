@@ -2,6 +2,7 @@
 
 use super::RepoError;
 use crate::store::{Store, StoreError};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +31,8 @@ const MAX_BLOCK: u64 = 256;
 /// as large (up to [`MAX_BLOCK`]), and when one lasts longer than [`QUIET`] the next is half.
 /// So with `min_block = 1` (the embedded store: one process) a quiet system takes one number at
 /// a time, and a storm takes one counter write per hundreds of alerts. Numbers left in a block
-/// are used by later alerts; only a process that stops leaves its unused ones as a gap. With a larger `min_block` (Lambda, where each instance serves one
+/// are used by later alerts, and so are numbers taken for an alert that then was not opened
+/// ([`NumberBlocks::give_back`]); only a process that stops leaves its unused ones as a gap. With a larger `min_block` (Lambda, where each instance serves one
 /// request at a time) the block can be taken beside the request's reads, off its critical path
 /// ([`NumberBlocks::refill_if_empty`]); numbers then stay unique but are only increasing per
 /// instance, and an instance that ends leaves the rest of its block unused.
@@ -48,6 +50,9 @@ const QUIET: Duration = Duration::from_secs(2);
 
 struct Spare {
     numbers: Range<u64>,
+    /// Numbers taken and then not used ([`NumberBlocks::give_back`]): handed out first,
+    /// smallest first, so that ids stay close to the order alerts were opened in.
+    returned: BTreeSet<u64>,
     /// The size of the next block.
     next_size: u64,
     taken_at: Option<Instant>,
@@ -56,7 +61,7 @@ struct Spare {
 impl NumberBlocks {
     pub fn new(name: &'static str, min_block: u64) -> Self {
         let min_block = min_block.clamp(1, MAX_BLOCK);
-        let spare = Spare { numbers: 0..0, next_size: min_block, taken_at: None };
+        let spare = Spare { numbers: 0..0, returned: BTreeSet::new(), next_size: min_block, taken_at: None };
         NumberBlocks { name, min_block, spare: Mutex::new(spare), waiting: AtomicUsize::new(0) }
     }
 
@@ -70,24 +75,24 @@ impl NumberBlocks {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut spare = self.spare.lock().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        if let Some(n) = spare.numbers.next() {
+        if let Some(n) = spare.returned.pop_first().or_else(|| spare.numbers.next()) {
             return Ok(n);
         }
         self.take(store, &mut spare).await?;
         spare.numbers.next().ok_or_else(|| self.corrupt())
     }
 
-    /// The next number if this process has one to hand right now (no block to take, nobody
-    /// else taking one): for callers that cannot wait.
-    pub fn next_now(&self) -> Option<u64> {
-        self.spare.try_lock().ok()?.numbers.next()
+    /// Takes back a number handed out and not used (a new alert was expected and the request
+    /// turned out to be a repeat), so that it goes to the next alert instead of leaving a gap.
+    pub async fn give_back(&self, n: u64) {
+        self.spare.lock().await.returned.insert(n);
     }
 
     /// Takes a new block now if this process has no number left, so that the next
     /// [`NumberBlocks::next`] needs no round trip.
     pub async fn refill_if_empty(&self, store: &dyn Store) -> Result<(), RepoError> {
         let mut spare = self.spare.lock().await;
-        if spare.numbers.is_empty() {
+        if spare.numbers.is_empty() && spare.returned.is_empty() {
             self.take(store, &mut spare).await?;
         }
         Ok(())

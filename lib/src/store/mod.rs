@@ -263,15 +263,23 @@ pub trait Store: Send + Sync {
     /// Applies every write or none. At most [`MAX_TRANSACTION_WRITES`] writes, each key once.
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
-    /// Reads, decides and writes as one step, where the store can: `decide` reads inside the
-    /// transaction that then makes its writes, and nothing else writes in between, so what it
-    /// read still holds when its writes land. On the embedded store this is one job on its
-    /// writer, whose page cache is warm, instead of a read on another connection and then a
-    /// write. Returns `decide`'s answer once its writes committed (if `decide` fails, or a
-    /// write's condition does not hold, nothing is written). `None`: this store cannot
-    /// (DynamoDB); read, then write under conditions.
-    async fn decide_and_write(&self, _decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
-        None
+    /// Whether [`Store::decide_and_write`] works in this store.
+    fn decides_where_it_writes(&self) -> bool {
+        false
+    }
+
+    /// Reads, decides and writes as one step, where the store can
+    /// ([`Store::decides_where_it_writes`]): `decide` reads inside the transaction that then
+    /// makes its writes, and nothing else writes in between, so what it read still holds when
+    /// its writes land. On the embedded store this is one job on its writer, whose page cache is
+    /// warm, instead of a read on another connection and then a write. Returns `decide`'s
+    /// answer once its writes committed (if `decide` fails, or a write's condition does not
+    /// hold, nothing is written). DynamoDB cannot: read, then write under conditions.
+    async fn decide_and_write(&self, _decide: Decide) -> Result<Box<dyn std::any::Any + Send>, StoreError> {
+        Err(StoreError::Backend {
+            backend: "store",
+            message: "this store cannot decide where it writes; read, then write under conditions".into(),
+        })
     }
 
     /// Adds one to the version of the item under the key, creating it at version 1 with empty

@@ -319,7 +319,11 @@ impl Store for SqliteStore {
         outcome
     }
 
-    async fn decide_and_write(&self, mut decide: Decide) -> Option<Result<Box<dyn std::any::Any + Send>, StoreError>> {
+    fn decides_where_it_writes(&self) -> bool {
+        true
+    }
+
+    async fn decide_and_write(&self, mut decide: Decide) -> Result<Box<dyn std::any::Any + Send>, StoreError> {
         let outcome = self.db.run_or_rollback(move |tx| {
             let now = now_unix();
             let Decided { writes, answer } = match decide(&TxReads { tx, now }) {
@@ -334,14 +338,9 @@ impl Store for SqliteStore {
             }
             Ok(apply_all(tx, &writes, now)?.map(|()| (answer, enqueued(&writes))))
         });
-        Some(match outcome.await {
-            Ok(Ok((answer, queued))) => {
-                self.db.wake_receivers(queued);
-                Ok(answer)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.into()),
-        })
+        let (answer, queued) = outcome.await??;
+        self.db.wake_receivers(queued);
+        Ok(answer)
     }
 
     async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
@@ -451,7 +450,8 @@ mod tests {
     }
 
     async fn decide(store: &SqliteStore, decide: Decide) -> Result<u64, StoreError> {
-        let answer = store.decide_and_write(decide).await.expect("the embedded store decides where it writes")?;
+        assert!(store.decides_where_it_writes());
+        let answer = store.decide_and_write(decide).await?;
         Ok(*answer.downcast::<u64>().unwrap())
     }
 
