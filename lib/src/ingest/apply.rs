@@ -183,13 +183,24 @@ enum Change {
     Repeat { read: Box<Versioned<Alert>>, alert: Alert, extra: Vec<Write> },
 }
 
-impl Change {
-    fn writes(&self) -> Vec<Write> {
+impl TriggerPlan {
+    /// The writes that carry the plan out in one transaction, and what the request gets then.
+    fn into_writes(self) -> Result<(Vec<Write>, Applied), RepoError> {
         match self {
-            Change::Create { alert, index_version, extra } => {
-                AlertRepo::create_writes(alert, *index_version, extra.clone())
+            TriggerPlan::Answered(result) => Ok((Vec::new(), Applied::nothing(result))),
+            TriggerPlan::Write { change, applied } => {
+                let writes = match *change {
+                    Change::Create { alert, index_version, extra } => {
+                        AlertRepo::create_writes(&alert, index_version, extra)
+                    }
+                    Change::Repeat { read, alert, extra } => AlertRepo::update_open_writes(&read, &alert, extra),
+                };
+                Ok((writes, applied))
             }
-            Change::Repeat { read, alert, extra } => AlertRepo::update_open_writes(read, alert, extra.clone()),
+            TriggerPlan::NeedsNumber => Err(RepoError::Store(crate::store::StoreError::Backend {
+                backend: "store",
+                message: "a trigger was decided without a number for its new alert; this is a bug in Klaxon".into(),
+            })),
         }
     }
 }
@@ -423,40 +434,37 @@ impl Intake {
             None => reserved_id.insert(self.alerts.next_id(&self.shared.numbers).await?).clone(),
         };
         let mut likely = match self.decide_trigger(event, &TriggerReads::default(), Some(&id))? {
-            TriggerPlan::Write { change, applied } => Some((change.writes(), TriggerPlan::Write { change, applied })),
+            plan @ TriggerPlan::Write { .. } => Some(plan.into_writes()?),
             _ => None,
         };
         let intake = self.clone();
         let this = event.clone();
         let decide: Decide = Box::new(move |store: &dyn ReadNow| {
-            let plan = match TriggerReads::now(store, &this) {
+            let done = match TriggerReads::now(store, &this) {
                 Ok(reads) => match likely.take() {
-                    Some((writes, plan)) if reads.is_empty() => {
-                        return Ok(Decided { writes, answer: Box::new(Ok::<_, RepoError>(plan)) });
-                    }
-                    _ => intake.decide_trigger(&this, &reads, Some(&id)),
+                    Some(done) if reads.is_empty() => Ok(done),
+                    _ => intake.decide_trigger(&this, &reads, Some(&id)).and_then(TriggerPlan::into_writes),
                 },
                 Err(RepoError::Store(e)) => return Err(e),
                 Err(e) => Err(e),
             };
-            let writes = match &plan {
-                Ok(TriggerPlan::Write { change, .. }) => change.writes(),
-                _ => Vec::new(),
+            let (writes, answer) = match done {
+                Ok((writes, applied)) => (writes, Ok(applied)),
+                Err(e) => (Vec::new(), Err(e)),
             };
-            Ok(Decided { writes, answer: Box::new(plan) })
+            Ok(Decided { writes, answer: Box::new(answer) })
         });
         let answer = self
             .store
             .decide_and_write(decide)
             .await
             .map_err(|e| AlertRepo::create_failed(&event.source, &event.dedup_key, e))?;
-        match answer.downcast::<Result<TriggerPlan, RepoError>>().map(|plan| *plan) {
-            Ok(Ok(TriggerPlan::Answered(result))) => Ok(Applied::nothing(result)),
-            Ok(Ok(TriggerPlan::Write { applied, .. })) => Ok(applied),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(TriggerPlan::NeedsNumber)) | Err(_) => Err(RepoError::Store(crate::store::StoreError::Backend {
+        match answer.downcast::<Result<Applied, RepoError>>() {
+            Ok(answer) => *answer,
+            Err(_) => Err(RepoError::Store(crate::store::StoreError::Backend {
                 backend: "store",
-                message: "a trigger's decision on the writer came back unfinished; this is a bug in Klaxon".into(),
+                message: "a trigger's decision on the writer came back as something else; this is a bug in Klaxon"
+                    .into(),
             })),
         }
     }
