@@ -148,9 +148,9 @@ impl TriggerReads {
         self.pointer.is_none() && self.alert.is_none() && self.answered.is_none() && self.started.is_empty()
     }
 
-    /// Everything, read where the trigger's writes will happen.
-    fn now(store: &dyn ReadNow, event: &AlertEvent) -> Result<TriggerReads, RepoError> {
-        let mut items = store.get_many(&Self::keys(event))?.into_iter();
+    /// Everything, read where the trigger's writes will happen (`keys`: [`TriggerReads::keys`]).
+    fn now(store: &dyn ReadNow, event: &AlertEvent, keys: &[(String, String)]) -> Result<TriggerReads, RepoError> {
+        let mut items = store.get_many(keys)?.into_iter();
         let pointer = items.next().flatten();
         let answered = delivery::answered(std::slice::from_ref(event), items)?.pop().flatten();
         let alert = match (&pointer, &answered) {
@@ -437,10 +437,12 @@ impl Intake {
             plan @ TriggerPlan::Write { .. } => Some(plan.into_writes()?),
             _ => None,
         };
+        // Here too, not on the writer: a delivery record's key is a hash.
+        let keys = TriggerReads::keys(event);
         let intake = self.clone();
         let this = event.clone();
         let decide: Decide = Box::new(move |store: &dyn ReadNow| {
-            let done = match TriggerReads::now(store, &this) {
+            let done = match TriggerReads::now(store, &this, &keys) {
                 Ok(reads) => match likely.take() {
                     Some(done) if reads.is_empty() => Ok(done),
                     _ => intake.decide_trigger(&this, &reads, Some(&id)).and_then(TriggerPlan::into_writes),
