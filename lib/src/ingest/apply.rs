@@ -410,7 +410,7 @@ impl Intake {
             return self.trigger_by_round_trips(event, reserved_id).await;
         }
         let outcome = self.trigger_in_place(event, reserved_id).await;
-        // A number that no new alert took (the request was a repeat, or failed) goes back, so
+        // A number that no new alert took (a repeat, a redelivery, a failure) goes back, so
         // that the next alert takes it and no gap is left.
         let used = matches!(&outcome, Ok(applied) if applied.result.alert_id.is_some() && applied.result.alert_id == *reserved_id);
         if !used && let Some(n) = reserved_id.take().as_deref().and_then(AlertRepo::number_in) {
