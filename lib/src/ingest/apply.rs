@@ -410,10 +410,14 @@ impl Intake {
             return self.trigger_by_round_trips(event, reserved_id).await;
         }
         let outcome = self.trigger_in_place(event, reserved_id).await;
-        // A number that no new alert took (a repeat, a redelivery, a failure) goes back, so
-        // that the next alert takes it and no gap is left.
-        let used = matches!(&outcome, Ok(applied) if applied.result.alert_id.is_some() && applied.result.alert_id == *reserved_id);
-        if !used && let Some(n) = reserved_id.take().as_deref().and_then(AlertRepo::number_in) {
+        // A number that no new alert took, for a request that was answered (a repeat, a
+        // redelivery), goes back, so that the next alert takes it and no gap is left. After a
+        // failure it stays reserved for the retry, as on the round-trip path: whether a failed
+        // write committed is not always known, and a number must never be handed out twice.
+        if let Ok(applied) = &outcome
+            && applied.result.alert_id != *reserved_id
+            && let Some(n) = reserved_id.take().as_deref().and_then(AlertRepo::number_in)
+        {
             self.shared.numbers.give_back(n).await;
         }
         outcome

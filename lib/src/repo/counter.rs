@@ -32,8 +32,9 @@ const MAX_BLOCK: u64 = 256;
 /// So with `min_block = 1` (the embedded store: one process) a quiet system takes one number at
 /// a time, and a storm takes one counter write per hundreds of alerts. Numbers left in a block
 /// are used by later alerts, and so are numbers taken for an alert that then was not opened
-/// ([`NumberBlocks::give_back`]); only a process that stops leaves its unused ones as a gap. With a larger `min_block` (Lambda, where each instance serves one
-/// request at a time) the block can be taken beside the request's reads, off its critical path
+/// ([`NumberBlocks::give_back`]); only a process that stops leaves its unused ones as a gap.
+/// With a larger `min_block` (Lambda, where each instance serves one request at a time) the
+/// block can be taken beside the request's reads, off its critical path
 /// ([`NumberBlocks::refill_if_empty`]); numbers then stay unique but are only increasing per
 /// instance, and an instance that ends leaves the rest of its block unused.
 pub struct NumberBlocks {
@@ -82,8 +83,9 @@ impl NumberBlocks {
         spare.numbers.next().ok_or_else(|| self.corrupt())
     }
 
-    /// Takes back a number handed out and not used (a new alert was expected and the request
-    /// turned out to be a repeat), so that it goes to the next alert instead of leaving a gap.
+    /// Takes back a number handed out and certainly not used (a new alert was expected and the
+    /// request turned out to be a repeat or a redelivery), so that it goes to the next alert
+    /// instead of leaving a gap.
     pub async fn give_back(&self, n: u64) {
         self.spare.lock().await.returned.insert(n);
     }
