@@ -29,3 +29,16 @@ start_klaxon() {
   echo "klaxon serve did not answer /healthz within 5 s; see $DIR/serve.log" >&2
   return 1
 }
+
+# Writes "$DIR/klaxon.toml": the Particle source and a Mattermost outgoing-webhook source (trigger
+# posts to /hooks/mattermost/chat), and nothing else (no Mattermost to post cards to).
+both_sources_config() {
+  particle_only_config
+  cat >>"$DIR/klaxon.toml" <<'TOML'
+[[sources]]
+id = "chat"
+kind = "mattermost"
+token = "load-test-mattermost-token0"
+grouping_window = "24h"
+TOML
+}
