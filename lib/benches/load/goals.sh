@@ -3,7 +3,7 @@
 # store under a real HTTP load generator (wrk, from the same machine), then a table of every
 # goal with the figure measured and whether it was met.
 #
-#   lib/benches/load/goals.sh                           # about 20-30 min on 2 cores
+#   lib/benches/load/goals.sh                           # about 15 min on 2 cores
 #   DURATION=5 STORM=10 FILL=20000 FILL_CHUNK=5 lib/benches/load/goals.sh   # a rehearsal
 #
 # Exits with 1 if a goal was not met.
