@@ -149,6 +149,35 @@ impl Rig {
         errors
     }
 
+    /// Runs the notifier as the worker does: each batch received at once (groups side by side,
+    /// a group's jobs in order), deleting what was done. Returns how many jobs were done.
+    async fn notify_in_batches(&self) -> usize {
+        let notifier = self.app.state.notifier();
+        let mut done = 0;
+        for _ in 0..50 {
+            let got =
+                self.app.state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(5))).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let records: Vec<Record> = got
+                .iter()
+                .map(|m| Record {
+                    message_id: m.message_id.clone(),
+                    body: m.body.clone(),
+                    group_id: m.group_id.clone(),
+                    receive_count: m.receive_count,
+                })
+                .collect();
+            let report = klaxon::notify::handle_batch(&notifier, &records).await;
+            assert_eq!(report, klaxon::notify::BatchReport::default(), "every job done");
+            let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+            self.app.state.notify_queue.delete_batch(&receipts).await.unwrap();
+            done += got.len();
+        }
+        done
+    }
+
     fn card(&self) -> Value {
         let roots = self.bot.roots_in(OPS);
         assert_eq!(roots.len(), 1, "exactly one card: {roots:#?}");
@@ -244,7 +273,8 @@ macro_rules! all_cases {
             a_failed_delivery_is_listed_with_its_fix_and_sent_again_by_retry,
             a_reply_posted_before_a_lost_record_is_found_again_not_doubled,
             a_live_storm_of_repeats_is_paced_and_the_last_count_still_arrives,
-            a_refused_bot_token_is_recorded_as_failed_with_its_fix);
+            a_refused_bot_token_is_recorded_as_failed_with_its_fix,
+            an_alerts_jobs_in_one_batch_make_one_card_and_its_replies_in_order);
     };
 }
 
@@ -793,4 +823,30 @@ async fn a_refused_bot_token_is_recorded_as_failed_with_its_fix(rig: Rig) {
     assert!(failed[0].reason.contains("create a new access token"), "{}", failed[0].reason);
     assert!(!failed[0].reason.contains("revoked-token"), "the token never appears: {}", failed[0].reason);
     assert!(rig.bot.roots_in(OPS).is_empty());
+}
+
+/// A batch holding an alert's trigger, acknowledgement and resolution beside other alerts'
+/// triggers, handled as the worker does (the groups side by side): each job of the alert
+/// starts from what the jobs before it did, so there is one card, and its replies come in order.
+async fn an_alerts_jobs_in_one_batch_make_one_card_and_its_replies_in_order(rig: Rig) {
+    rig.particle("freezer", "event=ALERT&coreid=dev7&published_at=t1").await;
+    rig.chat("c1", "bob", "#alert ack ALR-1").await;
+    rig.particle("freezer", "event=ALERT&coreid=dev8&published_at=t1").await;
+    rig.chat("c2", "alice", "#alert resolve ALR-1").await;
+    rig.particle("freezer", "event=ALERT&coreid=dev9&published_at=t1").await;
+    assert_eq!(rig.notify_in_batches().await, 5);
+
+    let roots = rig.bot.roots_in(OPS);
+    let mut alerts: Vec<&str> = roots.iter().filter_map(|r| r["props"]["klaxon_alert_id"].as_str()).collect();
+    alerts.sort();
+    assert_eq!(alerts, ["ALR-1", "ALR-2", "ALR-3"], "one card per alert: {roots:#?}");
+    let card = roots.iter().find(|r| r["props"]["klaxon_alert_id"] == "ALR-1").unwrap();
+    assert_eq!(field(card, "Status"), "Resolved");
+    let replies: Vec<String> = rig
+        .bot
+        .replies_to(card["id"].as_str().unwrap())
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replies, ["Acknowledged by bob.", "Resolved by alice."], "in order, in the card's thread");
 }
