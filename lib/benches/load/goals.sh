@@ -100,6 +100,11 @@ filled=0; FILL_ERR=0
 while [ "$filled" -lt "$FILL" ]; do
   row fill particle new 64 "$FILL_CHUNK"
   filled=$(( filled + ANSWERED )); FILL_ERR=$(( FILL_ERR + ${ERR[fill]} ))
+  if [ "$ANSWERED" -le 0 ]; then
+    echo "  nothing was answered; the fill stops here. klaxon serve's log ends:" >&2
+    tail -5 "$DIR/serve.log" >&2
+    break
+  fi
 done
 stop_klaxon
 echo "  $filled alerts answered, database $(du -sh "$DIR/data" | cut -f1); a fresh klaxon serve on it:"
