@@ -202,15 +202,7 @@ pub async fn drain_notify_queue(state: &klaxon::app::AppState) -> Vec<String> {
         if got.is_empty() {
             break;
         }
-        let records: Vec<klaxon::notify::Record> = got
-            .iter()
-            .map(|m| klaxon::notify::Record {
-                message_id: m.message_id.clone(),
-                body: m.body.clone(),
-                group_id: m.group_id.clone(),
-                receive_count: m.receive_count,
-            })
-            .collect();
+        let records: Vec<klaxon::notify::Record> = got.iter().map(klaxon::notify::Record::from).collect();
         let report = klaxon::notify::handle_batch(&notifier, &records).await;
         for m in &got {
             if report.failed.contains(&m.message_id) || report.poisoned.contains(&m.message_id) {

@@ -128,13 +128,7 @@ impl Rig {
                 if m.group_id.as_ref().is_some_and(|g| failed_groups.contains(g)) {
                     continue;
                 }
-                let record = Record {
-                    message_id: m.message_id.clone(),
-                    body: m.body.clone(),
-                    group_id: m.group_id.clone(),
-                    receive_count: m.receive_count,
-                };
-                match notifier.handle(&record).await {
+                match notifier.handle(&Record::from(&m)).await {
                     Ok(()) => self.app.state.notify_queue.delete(&m.receipt).await.unwrap(),
                     Err(e) => {
                         failed_groups.extend(m.group_id.clone());
@@ -147,35 +141,6 @@ impl Rig {
             }
         }
         errors
-    }
-
-    /// Runs the notifier as the worker does: each batch received at once (groups side by side,
-    /// a group's jobs in order), deleting what was done. Returns how many jobs were done.
-    async fn notify_in_batches(&self) -> usize {
-        let notifier = self.app.state.notifier();
-        let mut done = 0;
-        for _ in 0..50 {
-            let got =
-                self.app.state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(5))).await.unwrap();
-            if got.is_empty() {
-                break;
-            }
-            let records: Vec<Record> = got
-                .iter()
-                .map(|m| Record {
-                    message_id: m.message_id.clone(),
-                    body: m.body.clone(),
-                    group_id: m.group_id.clone(),
-                    receive_count: m.receive_count,
-                })
-                .collect();
-            let report = klaxon::notify::handle_batch(&notifier, &records).await;
-            assert_eq!(report, klaxon::notify::BatchReport::default(), "every job done");
-            let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
-            self.app.state.notify_queue.delete_batch(&receipts).await.unwrap();
-            done += got.len();
-        }
-        done
     }
 
     fn card(&self) -> Value {
@@ -834,7 +799,11 @@ async fn an_alerts_jobs_in_one_batch_make_one_card_and_its_replies_in_order(rig:
     rig.particle("freezer", "event=ALERT&coreid=dev8&published_at=t1").await;
     rig.chat("c2", "alice", "#alert resolve ALR-1").await;
     rig.particle("freezer", "event=ALERT&coreid=dev9&published_at=t1").await;
-    assert_eq!(rig.notify_in_batches().await, 5);
+    let got = rig.app.state.notify_queue.receive(ReceiveOptions::new(10, Duration::from_secs(5))).await.unwrap();
+    assert_eq!(got.len(), 5, "every job in one batch: {got:#?}");
+    let records: Vec<Record> = got.iter().map(Record::from).collect();
+    let report = klaxon::notify::handle_batch(&rig.app.state.notifier(), &records).await;
+    assert_eq!(report, klaxon::notify::BatchReport::default(), "every job done");
 
     let roots = rig.bot.roots_in(OPS);
     let mut alerts: Vec<&str> = roots.iter().filter_map(|r| r["props"]["klaxon_alert_id"].as_str()).collect();

@@ -1,6 +1,6 @@
 //! The one batch handler, for Lambda's SQS batches and for the local worker loop alike.
 
-use crate::queue::{OutgoingMessage, Queue, QueueError};
+use crate::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -25,6 +25,17 @@ pub struct Record {
     pub body: String,
     pub group_id: Option<String>,
     pub receive_count: u32,
+}
+
+impl From<&ReceivedMessage> for Record {
+    fn from(m: &ReceivedMessage) -> Self {
+        Record {
+            message_id: m.message_id.clone(),
+            body: m.body.clone(),
+            group_id: m.group_id.clone(),
+            receive_count: m.receive_count,
+        }
+    }
 }
 
 /// Why a job was not done.

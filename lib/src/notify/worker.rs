@@ -43,15 +43,7 @@ impl Worker {
             if messages.is_empty() {
                 continue;
             }
-            let records: Vec<Record> = messages
-                .iter()
-                .map(|m| Record {
-                    message_id: m.message_id.clone(),
-                    body: m.body.clone(),
-                    group_id: m.group_id.clone(),
-                    receive_count: m.receive_count,
-                })
-                .collect();
+            let records: Vec<Record> = messages.iter().map(Record::from).collect();
             let report = handle_batch(self.handler.as_ref(), &records).await;
             let mut finished = Vec::with_capacity(messages.len());
             for (m, r) in messages.iter().zip(&records) {
