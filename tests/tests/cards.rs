@@ -143,6 +143,11 @@ impl Rig {
         errors
     }
 
+    /// The texts of the replies in `card`'s thread, in order.
+    fn replies_to(&self, card: &Value) -> Vec<String> {
+        self.bot.reply_texts(card["id"].as_str().unwrap())
+    }
+
     fn card(&self) -> Value {
         let roots = self.bot.roots_in(OPS);
         assert_eq!(roots.len(), 1, "exactly one card: {roots:#?}");
@@ -267,12 +272,7 @@ async fn an_alert_gets_one_card_updated_in_place_with_replies_in_its_thread(rig:
     assert_eq!(field(&card, "Status"), "Resolved", "updated in place");
     assert!(field(&card, "Acknowledged").starts_with("by bob at "));
     assert_eq!(card["props"]["attachments"][0]["color"], "#2D9D78");
-    let replies: Vec<String> = rig
-        .bot
-        .replies_to(card["id"].as_str().unwrap())
-        .iter()
-        .map(|r| r["message"].as_str().unwrap().to_string())
-        .collect();
+    let replies = rig.replies_to(&card);
     assert_eq!(replies, ["Acknowledged by bob.", "Resolved by alice."], "in order, in the card's thread");
     let record = rig.app.state.deliveries().get("ALR-1#0000000003").await.unwrap().unwrap();
     assert!(matches!(record.delivery, Delivery::Posted { ref channel, .. } if channel == "ops"), "{record:?}");
@@ -525,8 +525,7 @@ async fn a_click_acknowledges_answers_with_the_new_card_and_threads_the_reply(ri
     assert_eq!(alert.acknowledged_by, Some(klaxon::domain::Actor::user(format!("{:0<26}", "bob"), "bob")));
 
     assert!(rig.notify().await.is_empty());
-    let replies: Vec<String> =
-        rig.bot.replies_to(post_id).iter().map(|r| r["message"].as_str().unwrap().to_string()).collect();
+    let replies = rig.bot.reply_texts(post_id);
     assert_eq!(replies, ["Acknowledged by bob."]);
     let resolve = button(&rig.card()["props"], "Resolve");
     let answer = rig.click("alice", post_id, &resolve).await;
@@ -609,12 +608,7 @@ async fn an_event_routed_elsewhere_updates_the_card_and_posts_in_its_own_channel
     assert!(rig.notify().await.is_empty());
     let card = rig.card();
     assert_eq!(field(&card, "Status"), "Resolved", "the card is still updated");
-    let replies: Vec<String> = rig
-        .bot
-        .replies_to(card["id"].as_str().unwrap())
-        .iter()
-        .map(|r| r["message"].as_str().unwrap().to_string())
-        .collect();
+    let replies = rig.replies_to(&card);
     assert_eq!(replies, ["Acknowledged by bob."], "the resolution went to its own channel");
     let lab = rig.hooks.webhook_posts("lab-hook");
     assert_eq!(lab.len(), 1, "{lab:#?}");
@@ -811,11 +805,6 @@ async fn an_alerts_jobs_in_one_batch_make_one_card_and_its_replies_in_order(rig:
     assert_eq!(alerts, ["ALR-1", "ALR-2", "ALR-3"], "one card per alert: {roots:#?}");
     let card = roots.iter().find(|r| r["props"]["klaxon_alert_id"] == "ALR-1").unwrap();
     assert_eq!(field(card, "Status"), "Resolved");
-    let replies: Vec<String> = rig
-        .bot
-        .replies_to(card["id"].as_str().unwrap())
-        .iter()
-        .map(|r| r["message"].as_str().unwrap().to_string())
-        .collect();
+    let replies = rig.replies_to(card);
     assert_eq!(replies, ["Acknowledged by bob.", "Resolved by alice."], "in order, in the card's thread");
 }

@@ -133,7 +133,7 @@ impl Rig {
     fn thread(&self) -> Vec<String> {
         let card = self.card();
         let id = card["id"].as_str().unwrap();
-        self.mm.replies_to(id).iter().map(|p| p["message"].as_str().unwrap_or_default().to_string()).collect()
+        self.mm.reply_texts(id)
     }
 
     /// Who the rotation has on call at minute `m` after the alert.

@@ -28,8 +28,9 @@ trap 'kill $FAKE $PID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 PID=""
 for _ in $(seq 1 50); do grep -q '^url=' "$DIR/fake.log" 2>/dev/null && break; sleep 0.1; done
 read -r URL TOKEN CHANNEL < <(head -1 "$DIR/fake.log" | sed 's/url=//; s/token=//; s/channel=//')
-cat >"$DIR/klaxon.toml" <<TOML
-version = 1
+source lib/benches/load/serve.sh
+both_sources_config
+cat >>"$DIR/klaxon.toml" <<TOML
 [server]
 public_url = "https://klaxon.example.com"
 signing_secret = "0123456789abcdef0123456789abcdef"
@@ -40,18 +41,7 @@ bot_token = "$TOKEN"
 channel_id = "$CHANNEL"
 [routing]
 default = "ops"
-[[sources]]
-id = "freezer"
-kind = "particle"
-token = "load-test-key-0123456789"
-grouping_window = "24h"
-[[sources]]
-id = "chat"
-kind = "mattermost"
-token = "load-test-mattermost-token0"
-grouping_window = "24h"
 TOML
-source lib/benches/load/serve.sh
 start_klaxon warn
 cards() { tail -1 "$DIR/fake.log" | sed 's/.*cards=//'; }
 echo "storm: ${SOURCE} ${MODE} alerts from ${SENDERS} senders for ${DURATION}s; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -215,6 +215,11 @@ impl FakeMattermost {
         })
     }
 
+    /// The messages of the replies to `root_id`, in the order they were posted.
+    pub fn reply_texts(&self, root_id: &str) -> Vec<String> {
+        self.replies_to(root_id).iter().map(|r| r["message"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
     pub fn webhook_posts(&self, id: &str) -> Vec<Value> {
         self.with(|w| w.hooks.get(id).cloned().unwrap_or_default())
     }
