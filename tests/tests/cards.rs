@@ -199,13 +199,8 @@ impl Rig {
         let notifier = self.app.state.notifier();
         let got = self.app.state.timer_queue.receive(ReceiveOptions::new(10, Duration::from_secs(5))).await.unwrap();
         for m in &got {
-            let record = Record {
-                message_id: m.message_id.clone(),
-                body: m.body.clone(),
-                group_id: None,
-                receive_count: m.receive_count,
-            };
-            notifier.handle(&record).await.unwrap();
+            assert_eq!(m.group_id, None, "the timer queue is a standard queue");
+            notifier.handle(&Record::from(m)).await.unwrap();
             self.app.state.timer_queue.delete(&m.receipt).await.unwrap();
         }
         got.len()
