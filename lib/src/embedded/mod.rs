@@ -29,6 +29,7 @@
 
 mod page_cache;
 mod wal_writes;
+mod write_back;
 
 pub use page_cache::truncations as page_cache_truncations;
 
@@ -433,7 +434,8 @@ fn checkpoint_loop(
     if let Err(e) = conn.busy_handler(Some(wait_briefly)) {
         tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
     }
-    // For syncing the database file beside the writer (any descriptor of a file syncs it all).
+    // For syncing the database file beside the writer (any descriptor of a file syncs it all),
+    // and for starting the write-back of what the checkpoints copy (see `write_back`).
     let database = match conn.path().map(std::fs::File::open) {
         Some(Ok(file)) => Some(file),
         Some(Err(e)) => {
@@ -442,6 +444,7 @@ fn checkpoint_loop(
         }
         None => None,
     };
+    let _paced = database.as_ref().map(write_back::on_this_thread);
     while commits.recv().is_ok() {
         match checkpoint(&conn, "PASSIVE") {
             Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate, restart_at),

@@ -6,7 +6,8 @@
 //! file's consecutive writes in memory and hands them on as one write as soon as SQLite does
 //! anything else with that file: syncs it (every commit does), reads it, asks its size,
 //! truncates it, closes it, or writes elsewhere in it. Every other file (the database, its
-//! shared memory) passes straight through.
+//! shared memory) passes straight through; a database file's writes are also reported to
+//! [`write_back`], which paces the checkpointer's.
 //!
 //! Why it is safe: with `synchronous = FULL` (every Klaxon connection sets it before writing)
 //! SQLite syncs the WAL before it publishes a commit's frames to readers (the WAL index), and
@@ -16,6 +17,7 @@
 //! back, as if the write itself had failed. A process that dies loses what was gathered and not
 //! synced: an uncommitted transaction, which SQLite ignores anyway.
 
+use super::write_back;
 use rusqlite::ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
@@ -38,6 +40,8 @@ struct File {
     real: *mut ffi::sqlite3_file,
     /// WAL files only: what was written and not yet handed on.
     gathered: Option<Box<Gathered>>,
+    /// A main database file: its writes are reported to [`write_back`].
+    database: bool,
 }
 
 struct Gathered {
@@ -120,6 +124,7 @@ unsafe extern "C" fn open(
         std::ptr::addr_of_mut!((*ours).base).write(ffi::sqlite3_file { pMethods: std::ptr::null() });
         std::ptr::addr_of_mut!((*ours).real).write(real);
         std::ptr::addr_of_mut!((*ours).gathered).write(None);
+        std::ptr::addr_of_mut!((*ours).database).write(flags & ffi::SQLITE_OPEN_MAIN_DB != 0);
         (*real).pMethods = std::ptr::null();
         let Some(open_real) = (*root).xOpen else { return ffi::SQLITE_CANTOPEN };
         let rc = open_real(root, name, real, flags, out_flags);
@@ -251,10 +256,14 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, buf: *const c_void, amt
         let (ours, real, m) = parts(file);
         let follows = match ours.gathered.as_ref() {
             None => {
-                return match m.xWrite {
+                let rc = match m.xWrite {
                     Some(w) => w(real, buf, amt, offset),
                     None => ffi::SQLITE_IOERR_WRITE,
                 };
+                if rc == ffi::SQLITE_OK && ours.database {
+                    write_back::wrote(offset, i64::from(amt));
+                }
+                return rc;
             }
             Some(g) => g.bytes.is_empty() || g.offset.checked_add(g.bytes.len() as i64) == Some(offset),
         };
