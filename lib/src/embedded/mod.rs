@@ -17,7 +17,8 @@
 //!
 //! **The WAL.** A commit's pages go to the WAL file in one write ([`wal_writes`], a thin VFS
 //! over SQLite's own), and a checkpointer thread copies them into the database file beside the
-//! writer and starts the WAL over when it is long ([`checkpoint_loop`]).
+//! writer, starting their write-back as it goes ([`write_back`]), and starts the WAL over when
+//! it is long ([`checkpoint_loop`]).
 //!
 //! **Deadlines.** A request that must answer in time (an intake, `/healthz`) runs inside
 //! [`with_deadline`]. Every database call made under it waits for SQLite's file lock only until

@@ -7,8 +7,9 @@
 //! everything to the disk at once, and on a virtual disk with a write cache the writer's next
 //! WAL sync waits behind it: traced at 8 senders, 143 of the writer's 149 syncs that took over
 //! 5 ms ran beside a sync of the checkpointer's, and those were what set the 99th percentile of
-//! an alert's answer. Started as the pages are copied, the write-back reaches the disk in small
-//! pieces and the syncs find little left to send (see the README's latency figures).
+//! an alert's answer (a sync is a flush of the disk's write cache, and the writer's flush waited
+//! for the checkpointer's data). Started as the pages are copied, the write-back reaches the
+//! disk in small pieces and the syncs find little left to send (figures in the README).
 //!
 //! How: the checkpointer thread hands its descriptor of the database file over
 //! ([`on_this_thread`]); on that thread, the VFS in `wal_writes` reports every write to a
@@ -23,10 +24,10 @@ use std::cell::RefCell;
 use std::fs::File;
 
 /// How many bytes written to the database file start their write-back. Smaller starts cost
-/// throughput: the checkpointer makes more system calls, and the writer's every sync finds a
-/// little of the checkpointer's data to wait for (alternating runs at 64 senders: every 32 KiB
-/// took 7 % fewer new alerts per second, every 512 KiB 4 %, every 2 MiB 0-3 %, within the
-/// noise). At 2 MiB the 99th percentile at 8 senders was 15 ms instead of 21-50.
+/// throughput: the checkpointer makes more system calls, and more of the writer's syncs find
+/// some of the checkpointer's data to wait for (alternating runs at 64 senders: every 32 KiB
+/// took 7 % fewer new alerts per second, every 512 KiB 2-5 %, every 2 MiB within the noise).
+/// At 2 MiB the 99th percentile at 8 senders was 15-16 ms instead of 18-50.
 const START_EVERY: u64 = 2 << 20;
 
 /// The pacing of the current thread, if it asked for it.
