@@ -26,8 +26,9 @@ use std::fs::File;
 /// How many bytes written to the database file start their write-back. Smaller starts cost
 /// throughput: the checkpointer makes more system calls, and more of the writer's syncs find
 /// some of the checkpointer's data to wait for (alternating runs at 64 senders: every 32 KiB
-/// took 7 % fewer new alerts per second, every 512 KiB 2-5 %, every 2 MiB within the noise).
-/// At 2 MiB the 99th percentile at 8 senders was 15-16 ms instead of 18-50.
+/// took 7 % fewer new alerts per second, every 512 KiB 2-5 %, every 2 MiB about 3 %, within
+/// the noise of the pairs). At 2 MiB the 99th percentile at 8 senders was 15-16 ms instead of
+/// 18-50.
 const START_EVERY: u64 = 2 << 20;
 
 /// The pacing of the current thread, if it asked for it.
