@@ -455,6 +455,10 @@ fn checkpoint_loop(
         }
         std::thread::sleep(CHECKPOINT_EVERY);
     }
+    // The connection closes before `database`: closing any descriptor of a file drops every
+    // POSIX lock the process holds on it, SQLite's own included (its VFS guards its own
+    // descriptors against that, not ours), and parameters are dropped after local variables.
+    drop(conn);
 }
 
 /// Starts the WAL over while the writer waits as briefly as possible.
