@@ -43,7 +43,11 @@ struct Pacing {
 
 thread_local! {
     static PACING: RefCell<Option<Pacing>> = const { RefCell::new(None) };
-    /// Starts asked for on this thread, and how many the kernel refused (for tests).
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Starts asked for on this thread, and how many the kernel refused.
     static STARTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
@@ -83,6 +87,7 @@ pub(super) fn wrote(offset: i64, len: i64) {
         p.written += len.max(0) as u64;
         if p.written >= START_EVERY {
             let refused = !start(p.fd, p.from, p.to - p.from);
+            #[cfg(test)]
             STARTS.with(|s| {
                 let (asked, failed) = s.get();
                 s.set((asked + 1, failed + u64::from(refused)));
