@@ -9,7 +9,8 @@
 //! 5 ms ran beside a sync of the checkpointer's, and those were what set the 99th percentile of
 //! an alert's answer (a sync is a flush of the disk's write cache, and the writer's flush waited
 //! for the checkpointer's data). Started as the pages are copied, the write-back reaches the
-//! disk in small pieces and the syncs find little left to send (figures in the README).
+//! disk in small pieces and the syncs find little left to send (figures in
+//! `lib/benches/load/README.md`).
 //!
 //! How: the checkpointer thread hands its descriptor of the database file over
 //! ([`on_this_thread`]); on that thread, the VFS in `wal_writes` reports every write to a
