@@ -1,10 +1,10 @@
 //! The embedded database both SQLite adapters share: one file, one writer, many readers.
 //!
 //! **Group commit.** One thread owns the connection that writes. Every write call is a job sent
-//! to it; it takes every job waiting (up to [`MAX_GROUP`]), runs them in one transaction,
+//! to it; it takes every job waiting (up to [`writer::MAX_GROUP`]), runs them in one transaction,
 //! commits once (one fsync for the whole group) and only then answers each caller. A job that
 //! fails or rolls back undoes only its own writes: the group is then run again with a savepoint
-//! per job ([`write_loop`]). So under load many requests share one commit, and an answer always
+//! per job ([`writer::write_loop`]). So under load many requests share one commit, and an answer always
 //! comes after the commit that holds its write: an acknowledged write is durable
 //! (`synchronous = FULL`). The writer's page cache is [`page_cache`]'s, which a commit does not
 //! walk.
@@ -18,7 +18,7 @@
 //! **The WAL.** A commit's pages go to the WAL file in one write ([`wal_writes`], a thin VFS
 //! over SQLite's own), and a checkpointer thread copies them into the database file beside the
 //! writer, starting their write-back as it goes ([`write_back`]), and starts the WAL over when
-//! it is long ([`checkpoint_loop`]).
+//! it is long ([`checkpoint::checkpoint_loop`]).
 //!
 //! **Deadlines.** A request that must answer in time (an intake, `/healthz`) runs inside
 //! [`with_deadline`]. Every database call made under it waits for SQLite's file lock only until
@@ -28,13 +28,16 @@
 //! behind each other for seconds, and a call that gave up can never commit later behind the
 //! caller's back.
 
+mod checkpoint;
 mod page_cache;
 mod wal_writes;
 mod write_back;
+mod writer;
 
 pub use page_cache::truncations as page_cache_truncations;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use checkpoint::{RESTART_AT, checkpoint_loop};
+use rusqlite::{Connection, Transaction};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,47 +45,17 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
+use writer::{Answer, Call, Job, write_loop};
 
 /// How long a call without a deadline (the notifier's workers, the sweep) waits for SQLite's
 /// file lock when another process holds it.
 const BACKGROUND_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the writer waits for the file lock at a time before it looks at deadlines and new
-/// jobs again.
-const LOCK_SLICE: Duration = Duration::from_millis(50);
-/// Most jobs in one transaction: bounds how long a group holds the others' answers.
-const MAX_GROUP: usize = 512;
 /// Page size of a new database file.
 const PAGE_SIZE: u32 = 2048;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
-/// The background checkpointer's pause between checkpoints: a storm's commits are copied
-/// together, not one by one.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
-/// WAL pages after which the checkpointer starts the WAL over (see [`checkpoint_loop`]): 16 MB.
-const RESTART_AT: i64 = 8_000;
-/// WAL pages after which the writer checkpoints by itself: only a safety net, for when the
-/// checkpointer cannot start the WAL over (a long read in another process holds it). The
-/// writer used to do it at SQLite's default of 1,000 pages: in a storm that was 40 times a
-/// second, each stalling every write behind its copy and two fsyncs, and cost about a fifth of
-/// the new alerts a second (without any checkpoint: 9,300/s; with it: 7,000/s).
-const WAL_AUTOCHECKPOINT: u32 = 64_000;
-/// WAL pages the checkpointer leaves for the writer to wait for, at most: it copies again (up
-/// to [`MAX_PASSES`] times) while more are left.
-const SMALL_REMAINDER: i64 = 200;
-const MAX_PASSES: usize = 4;
-/// Copy-and-sync rounds beside the writer before it waits for a checkpoint to finish.
-const SYNC_ROUNDS: usize = 2;
-/// How long, at most, the checkpointer waits for reads that started before it to finish, while
-/// the writer waits for it, or for another connection's checkpoint.
-const LOCK_WAIT: Duration = Duration::from_millis(5);
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 8;
-/// The writer's page cache, in KiB (SQLite's default is 2 MiB). Every page a commit touches and
-/// does not find there is read from the file on the one serial path: with 2 MiB the writer read
-/// 12,737 pages in 4 s of a storm on a fresh database (`perf trace`), with 32 MiB none. That
-/// takes the page cache of [`page_cache`], which does not walk the whole cache at each commit:
-/// with SQLite's own, 32 MiB cost the writer half again its CPU per alert.
-const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -126,78 +99,6 @@ pub enum DbError {
     Deadline { path: PathBuf },
     #[error("the transaction holding this write could not be committed ({0}); nothing was written, retry")]
     Commit(String),
-}
-
-/// One job for the writer. A job may run more than once: the writer first runs a group's jobs
-/// one after the other without savepoints, and only if one of them fails does it roll the whole
-/// group back and run every job again, each in its own savepoint (see [`write_loop`]). So a
-/// job's writes must depend only on what the transaction shows it, and its answer is sent only
-/// once the group's fate is known.
-trait Work: Send {
-    /// Runs the job's writes in `tx`; true when they are to be kept.
-    fn run(&mut self, tx: &Transaction<'_>) -> bool;
-    /// Answers the caller with what the last run did: `failed` is `None` when the group holding
-    /// it committed, the reason when the whole group was rolled back.
-    fn answer(self: Box<Self>, failed: Option<&str>);
-    /// Answers the caller without running.
-    fn refuse(self: Box<Self>, e: DbError);
-}
-
-/// A job of [`Db::run_or_rollback`] (and, through it, [`Db::run`]) or [`Db::setup`]: the
-/// caller's closure, what its last run gave, and where the answer goes.
-struct Call<T, E, F> {
-    f: F,
-    outcome: Option<rusqlite::Result<Result<T, E>>>,
-    answer: Answer<T, E>,
-}
-
-/// Where a [`Call`]'s answer goes: an awaiting task, or a blocked thread (set-up).
-enum Answer<T, E> {
-    Task(oneshot::Sender<Result<Result<T, E>, DbError>>),
-    Thread(mpsc::Sender<Result<Result<T, E>, DbError>>),
-}
-
-impl<T, E> Answer<T, E> {
-    fn send(self, answer: Result<Result<T, E>, DbError>) {
-        // A caller that went away (a dropped request) needs no answer.
-        match self {
-            Answer::Task(tx) => _ = tx.send(answer),
-            Answer::Thread(tx) => _ = tx.send(answer),
-        }
-    }
-}
-
-impl<T, E, F> Work for Call<T, E, F>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    F: FnMut(&Transaction<'_>) -> rusqlite::Result<Result<T, E>> + Send + 'static,
-{
-    fn run(&mut self, tx: &Transaction<'_>) -> bool {
-        let outcome = (self.f)(tx);
-        let keep = matches!(outcome, Ok(Ok(_)));
-        self.outcome = Some(outcome);
-        keep
-    }
-
-    fn answer(self: Box<Self>, failed: Option<&str>) {
-        let answer = match (self.outcome, failed) {
-            (Some(Ok(Ok(_))), Some(e)) => Err(DbError::Commit(e.to_string())),
-            (Some(outcome), _) => outcome.map_err(DbError::from),
-            (None, _) => Err(DbError::Worker("the database writer dropped a job".into())),
-        };
-        self.answer.send(answer);
-    }
-
-    fn refuse(self: Box<Self>, e: DbError) {
-        self.answer.send(Err(e));
-    }
-}
-
-struct Job {
-    deadline: Option<std::time::Instant>,
-    queued_at: std::time::Instant,
-    work: Box<dyn Work>,
 }
 
 #[derive(Clone)]
@@ -281,8 +182,7 @@ impl Db {
     {
         let (done, result) = mpsc::channel();
         let f = move |tx: &Transaction<'_>| f(tx).map(Ok::<T, std::convert::Infallible>);
-        let work = Box::new(Call { f, outcome: None, answer: Answer::Thread(done) });
-        self.send(Job { deadline: None, queued_at: std::time::Instant::now(), work })?;
+        self.send(Job::new(None, Box::new(Call::new(f, Answer::Thread(done)))))?;
         match result.recv().map_err(|_| DbError::Worker("the database writer stopped".into()))? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(never)) => match never {},
@@ -295,7 +195,7 @@ impl Db {
     }
 
     /// Runs `f` in one transaction and commits whatever it did. `f` may run more than once
-    /// (see [`Work`]); only the last run's writes are kept.
+    /// (see [`writer::Work`]); only the last run's writes are kept.
     pub async fn run<T, F>(&self, mut f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
@@ -309,7 +209,7 @@ impl Db {
 
     /// Runs `f` on the writer, as part of the current group's transaction; keeps what it did
     /// only if it returns `Ok(Ok(_))`, and answers after the group's commit. `f` may run more
-    /// than once (see [`Work`]); only the last run's writes are kept.
+    /// than once (see [`writer::Work`]); only the last run's writes are kept.
     pub async fn run_or_rollback<T, E, F>(&self, f: F) -> Result<Result<T, E>, DbError>
     where
         T: Send + 'static,
@@ -318,8 +218,7 @@ impl Db {
     {
         let deadline = DEADLINE.try_with(|d| *d).ok().map(Instant::into_std);
         let (answer, answered) = oneshot::channel::<Result<Result<T, E>, DbError>>();
-        let work = Box::new(Call { f, outcome: None, answer: Answer::Task(answer) });
-        self.send(Job { deadline, queued_at: std::time::Instant::now(), work })?;
+        self.send(Job::new(deadline, Box::new(Call::new(f, Answer::Task(answer)))))?;
         answered.await.map_err(|_| DbError::Worker("the database writer dropped a job".into()))?
     }
 
@@ -410,285 +309,6 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
-fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(sql)?.execute([])?;
-    Ok(())
-}
-
-/// Copies committed pages from the WAL into the database file beside the writer, so that the
-/// writer (the one thread every write waits for) never does it. It runs after commits, at most
-/// every [`CHECKPOINT_EVERY`], and stops when the writer does. A checkpoint that finds a reader
-/// or the writer in its way copies what it can and tries again after the next commit.
-///
-/// While writes never pause, these checkpoints cannot finish (each commit adds pages), and only
-/// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages the
-/// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). That
-/// bounds the WAL at `restart_at` pages plus what the writer commits while the checkpointer
-/// copies and syncs beside it: in a storm the WAL file stays at 21-23 MB with `restart_at`
-/// 8,000 (16 MB).
-fn checkpoint_loop(
-    mut conn: Connection,
-    commits: mpsc::Receiver<()>,
-    gate: Arc<std::sync::Mutex<()>>,
-    restart_at: i64,
-) {
-    if let Err(e) = conn.busy_handler(Some(wait_briefly)) {
-        tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
-    }
-    // For syncing the database file beside the writer (any descriptor of a file syncs it all),
-    // and for starting the write-back of what the checkpoints copy (see `write_back`).
-    let database = match conn.path().map(std::fs::File::open) {
-        Some(Ok(file)) => Some(file),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "cannot open the database file to sync it beside the writer; writes wait longer each time the WAL starts over");
-            None
-        }
-        None => None,
-    };
-    let _paced = database.as_ref().map(write_back::on_this_thread);
-    while commits.recv().is_ok() {
-        match checkpoint(&conn, "PASSIVE") {
-            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate, restart_at),
-            Ok(_) => {}
-            Err(e) if is_busy(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
-        }
-        std::thread::sleep(CHECKPOINT_EVERY);
-    }
-    // The connection closes before `database`: closing any descriptor of a file drops every
-    // POSIX lock the process holds on it, SQLite's own included (its VFS guards its own
-    // descriptors against that, not ours), and parameters are dropped after local variables.
-    drop(conn);
-}
-
-/// Starts the WAL over while the writer waits as briefly as possible.
-///
-/// Only a checkpoint that copies every page committed and then finds no read using the WAL
-/// lets the WAL start over (SQLite's RESTART), so the writer must pause for it (the gate, which
-/// the writer holds around each group's transaction). The checkpoint also syncs the database
-/// file, and that sync is what took long: every page copied since the last sync is written back
-/// then (SQLite syncs only when a checkpoint finishes), measured at 17-21 ms of every write
-/// waiting, about six times a second in a storm. So the copying and syncing happen first beside
-/// the writer, twice over (the second sync writes back only what the writer committed during
-/// the first), and the writer waits only for the last few hundred pages (copied and written
-/// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
-/// Should the writer have taken the WAL past twice `restart_at` meanwhile, the rest of the
-/// syncing happens at the gate, so the WAL stays bounded however fast the writes come.
-/// A restart that reads kept from finishing (say another process's long read) is tried again
-/// after the next commit.
-fn start_over(conn: &Connection, database: Option<&std::fs::File>, gate: &std::sync::Mutex<()>, restart_at: i64) {
-    for round in 0..=SYNC_ROUNDS {
-        let wal = copy_until_small(conn);
-        // The writer goes on committing while the checkpointer syncs: once that has taken the
-        // WAL past twice the threshold, it waits now instead (the sync then happens at the gate).
-        if round == SYNC_ROUNDS || wal >= 2 * restart_at {
-            break;
-        }
-        if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
-            tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
-            return;
-        }
-    }
-    let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
-    match checkpoint(conn, "RESTART") {
-        Ok(last) if last.done => {}
-        Ok(_) => tracing::debug!("reads kept the WAL from starting over; tried again after the next commit"),
-        Err(e) => tracing::warn!(error = %e, "the WAL could not be started over; tried again after the next commit"),
-    }
-}
-
-/// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left;
-/// answers the pages in the WAL (as last seen; 0 if the first checkpoint failed).
-fn copy_until_small(conn: &Connection) -> i64 {
-    let mut wal = 0;
-    for _ in 0..MAX_PASSES {
-        match checkpoint(conn, "PASSIVE") {
-            Ok(pass) if pass.wal - pass.copied > SMALL_REMAINDER => wal = pass.wal,
-            Ok(pass) => return pass.wal,
-            Err(_) => return wal,
-        }
-    }
-    wal
-}
-
-/// What a checkpoint did: whether it finished (for RESTART: the WAL starts over), the pages
-/// in the WAL, and how many of them are in the database file now.
-struct Checkpointed {
-    done: bool,
-    wal: i64,
-    copied: i64,
-}
-
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        Ok(Checkpointed { done: r.get::<_, i64>(0)? == 0, wal: r.get(1)?, copied: r.get(2)? })
-    })
-}
-
-/// The checkpointer's busy handler: waits for a lock in steps of 50 µs, up to [`LOCK_WAIT`]
-/// (SQLite's own waits a whole millisecond first).
-fn wait_briefly(attempt: i32) -> bool {
-    const STEP: Duration = Duration::from_micros(50);
-    if STEP * (attempt.max(0) as u32) >= LOCK_WAIT {
-        return false;
-    }
-    std::thread::sleep(STEP);
-    true
-}
-
-/// The writer thread: takes every waiting job, runs them in one transaction, commits, answers,
-/// and tells the checkpointer (`committed`). It ends when every [`Db`] handle is gone.
-///
-/// A group runs optimistically first: its jobs one after the other, without savepoints. Nearly
-/// always every job keeps its writes, and the group commits. When one does not (a condition
-/// that failed, an SQLite error, a panic), the whole transaction is rolled back and the group
-/// runs again carefully: each job in its own savepoint, so that a job that fails undoes only
-/// its own writes. Savepoints cost the writer about a tenth of its work in a storm (statements
-/// to open and release them, and a copy of every page a job changes that an earlier job in the
-/// group had changed already), so they are paid only by the rare group that needs them.
-fn write_loop(
-    mut conn: Connection,
-    jobs: mpsc::Receiver<Job>,
-    committed: mpsc::SyncSender<()>,
-    gate: Arc<std::sync::Mutex<()>>,
-    path: PathBuf,
-) {
-    if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}")) {
-        tracing::warn!(error = %e, "cannot size the writer's page cache; SQLite's default applies");
-    }
-    if let Err(e) = conn.query_row(&format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}"), [], |_| Ok(())) {
-        tracing::warn!(error = %e, "cannot set the writer's checkpoint threshold; SQLite's default applies");
-    }
-    let mut group: Vec<Job> = Vec::new();
-    // The group in hand failed its optimistic run: it runs again, a savepoint per job.
-    let mut careful = false;
-    loop {
-        if group.is_empty() {
-            careful = false;
-            match jobs.recv() {
-                Ok(job) => group.push(job),
-                Err(_) => return,
-            }
-        }
-        // A group run again takes no newcomers: they wait for the next group.
-        while !careful && group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        // Jobs whose caller's deadline has passed are answered without running.
-        let now = std::time::Instant::now();
-        let (late, waiting): (Vec<Job>, Vec<Job>) = group.drain(..).partition(|j| j.deadline.is_some_and(|d| d <= now));
-        group = waiting;
-        for job in late {
-            job.work.refuse(DbError::Deadline { path: path.clone() });
-        }
-        if group.is_empty() {
-            continue;
-        }
-        let soonest = group.iter().filter_map(|j| j.deadline).min();
-        let slice = soonest.map_or(LOCK_SLICE, |d| d.saturating_duration_since(now).min(LOCK_SLICE));
-        // Held until the group's commit: the checkpointer starts the WAL over only between groups.
-        let writing = gate.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = match conn
-            .busy_timeout(slice)
-            .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate))
-        {
-            Ok(tx) => tx,
-            Err(e) if is_busy(&e) => {
-                // Another process holds the lock: keep waiting, but give up on background jobs
-                // that have waited their whole allowance.
-                let now = std::time::Instant::now();
-                let (stale, waiting): (Vec<Job>, Vec<Job>) = group
-                    .drain(..)
-                    .partition(|j| j.deadline.is_none() && now.duration_since(j.queued_at) >= BACKGROUND_BUSY_TIMEOUT);
-                group = waiting;
-                for job in stale {
-                    job.work.refuse(DbError::Deadline { path: path.clone() });
-                }
-                continue;
-            }
-            Err(e) => {
-                for job in group.drain(..) {
-                    job.work.refuse(DbError::Commit(e.to_string()));
-                }
-                continue;
-            }
-        };
-        let failed = if careful {
-            run_carefully(tx, &mut group)
-        } else {
-            // A job that panics must not take the writer (and every later write) with it.
-            let kept = group.iter_mut().all(|job| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.work.run(&tx))).unwrap_or(false)
-            });
-            if !kept {
-                // Nothing of this run stays; the same group runs again, carefully.
-                if let Err(e) = tx.rollback() {
-                    tracing::warn!(error = %e, "rolling back a group to run it again failed; SQLite rolls it back when the next one begins");
-                }
-                drop(writing);
-                careful = true;
-                continue;
-            }
-            tx.commit().err().map(|e| e.to_string())
-        };
-        drop(writing);
-        match &failed {
-            Some(e) => {
-                tracing::error!(error = %e, "a group of database writes was not committed; each caller was told to retry")
-            }
-            // Full means a checkpoint is already due: nothing to add.
-            None => _ = committed.try_send(()),
-        }
-        for job in group.drain(..) {
-            job.work.answer(failed.as_deref());
-        }
-    }
-}
-
-/// Runs each job of `group` in its own savepoint of `tx`, so that a job that fails undoes only
-/// its own writes, and commits. Answers why the group was not committed, if it was not: then
-/// the jobs it could not run were answered already and taken out of `group`.
-fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>) -> Option<String> {
-    const HALFWAY: &str = "a write in its group failed halfway, so the group was rolled back";
-    for (index, job) in group.iter_mut().enumerate() {
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_savepoint(&tx, job.work.as_mut())));
-        let refused = match ran {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => DbError::Sqlite(e),
-            Err(_) => DbError::Worker("a database job failed unexpectedly (a bug); nothing of it was written".into()),
-        };
-        // This job and every one after it are answered now; those before it hear that the group
-        // failed.
-        let mut unanswered = group.split_off(index).into_iter();
-        if let Some(job) = unanswered.next() {
-            job.work.refuse(refused);
-        }
-        for job in unanswered {
-            job.work.refuse(DbError::Commit(HALFWAY.into()));
-        }
-        if let Err(e) = tx.rollback() {
-            tracing::warn!(error = %e, "rolling back a group whose write failed halfway failed; SQLite rolls it back when the next one begins");
-        }
-        return Some(HALFWAY.to_string());
-    }
-    tx.commit().err().map(|e| e.to_string())
-}
-
-/// Runs `work` in a savepoint that is rolled back unless it keeps its writes. An error here is
-/// the savepoint's own: the transaction cannot go on.
-fn in_savepoint(tx: &Transaction<'_>, work: &mut dyn Work) -> rusqlite::Result<()> {
-    savepoint(tx, "SAVEPOINT job")?;
-    if work.run(tx) {
-        savepoint(tx, "RELEASE job")
-    } else {
-        savepoint(tx, "ROLLBACK TO job")?;
-        savepoint(tx, "RELEASE job")
-    }
-}
-
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
@@ -703,7 +323,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 pub(crate) fn recompilations(db: &Db, sql: &str, params: &[&dyn rusqlite::ToSql]) -> i32 {
     let mut conn = open_connection(&db.path).expect("a test database opens");
     for _ in 0..3 {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).expect("a read transaction begins");
+        let tx =
+            conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred).expect("a read transaction begins");
         let mut stmt = tx.prepare_cached(sql).expect("the statement compiles");
         stmt.query(params).expect("the statement runs").next().expect("a row is read");
     }
@@ -712,6 +333,7 @@ pub(crate) fn recompilations(db: &Db, sql: &str, params: &[&dyn rusqlite::ToSql]
 
 #[cfg(test)]
 mod tests {
+    use super::checkpoint::{checkpoint, start_over};
     use super::*;
     use rusqlite::params;
 
@@ -865,7 +487,7 @@ mod tests {
         // Another process's read transaction, open across 4,000 rows of writes: no checkpoint
         // may copy past its snapshot, so the WAL cannot start over while it lasts.
         let mut other = Connection::open(&path).unwrap();
-        let read = other.transaction_with_behavior(TransactionBehavior::Deferred).unwrap();
+        let read = other.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred).unwrap();
         let before: i64 = read.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         write_rows(&db, 0, 100).await;
         let held = wal_file_pages(&path);

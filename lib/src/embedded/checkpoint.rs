@@ -1,0 +1,149 @@
+//! The checkpointer: a thread that copies committed pages from the WAL into the database file
+//! beside the writer, and starts the WAL over when it is long.
+
+use super::{is_busy, write_back};
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The background checkpointer's pause between checkpoints: a storm's commits are copied
+/// together, not one by one.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+/// WAL pages after which the checkpointer starts the WAL over (see [`checkpoint_loop`]): 16 MB.
+pub(super) const RESTART_AT: i64 = 8_000;
+/// WAL pages the checkpointer leaves for the writer to wait for, at most: it copies again (up
+/// to [`MAX_PASSES`] times) while more are left.
+const SMALL_REMAINDER: i64 = 200;
+const MAX_PASSES: usize = 4;
+/// Copy-and-sync rounds beside the writer before it waits for a checkpoint to finish.
+const SYNC_ROUNDS: usize = 2;
+/// How long, at most, the checkpointer waits for reads that started before it to finish, while
+/// the writer waits for it, or for another connection's checkpoint.
+const LOCK_WAIT: Duration = Duration::from_millis(5);
+
+/// Copies committed pages from the WAL into the database file beside the writer, so that the
+/// writer (the one thread every write waits for) never does it. It runs after commits, at most
+/// every [`CHECKPOINT_EVERY`], and stops when the writer does. A checkpoint that finds a reader
+/// or the writer in its way copies what it can and tries again after the next commit.
+///
+/// While writes never pause, these checkpoints cannot finish (each commit adds pages), and only
+/// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages the
+/// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). That
+/// bounds the WAL at `restart_at` pages plus what the writer commits while the checkpointer
+/// copies and syncs beside it: in a storm the WAL file stays at 21-23 MB with `restart_at`
+/// 8,000 (16 MB).
+pub(super) fn checkpoint_loop(
+    mut conn: Connection,
+    commits: mpsc::Receiver<()>,
+    gate: Arc<std::sync::Mutex<()>>,
+    restart_at: i64,
+) {
+    if let Err(e) = conn.busy_handler(Some(wait_briefly)) {
+        tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
+    }
+    // For syncing the database file beside the writer (any descriptor of a file syncs it all),
+    // and for starting the write-back of what the checkpoints copy (see `write_back`).
+    let database = match conn.path().map(std::fs::File::open) {
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot open the database file to sync it beside the writer; writes wait longer each time the WAL starts over");
+            None
+        }
+        None => None,
+    };
+    let _paced = database.as_ref().map(write_back::on_this_thread);
+    while commits.recv().is_ok() {
+        match checkpoint(&conn, "PASSIVE") {
+            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate, restart_at),
+            Ok(_) => {}
+            Err(e) if is_busy(&e) => {}
+            Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
+    }
+    // The connection closes before `database`: closing any descriptor of a file drops every
+    // POSIX lock the process holds on it, SQLite's own included (its VFS guards its own
+    // descriptors against that, not ours), and parameters are dropped after local variables.
+    drop(conn);
+}
+
+/// Starts the WAL over while the writer waits as briefly as possible.
+///
+/// Only a checkpoint that copies every page committed and then finds no read using the WAL
+/// lets the WAL start over (SQLite's RESTART), so the writer must pause for it (the gate, which
+/// the writer holds around each group's transaction). The checkpoint also syncs the database
+/// file, and that sync is what took long: every page copied since the last sync is written back
+/// then (SQLite syncs only when a checkpoint finishes), measured at 17-21 ms of every write
+/// waiting, about six times a second in a storm. So the copying and syncing happen first beside
+/// the writer, twice over (the second sync writes back only what the writer committed during
+/// the first), and the writer waits only for the last few hundred pages (copied and written
+/// back) and for reads that started before (at most [`LOCK_WAIT`]; a read takes microseconds).
+/// Should the writer have taken the WAL past twice `restart_at` meanwhile, the rest of the
+/// syncing happens at the gate, so the WAL stays bounded however fast the writes come.
+/// A restart that reads kept from finishing (say another process's long read) is tried again
+/// after the next commit.
+pub(super) fn start_over(
+    conn: &Connection,
+    database: Option<&std::fs::File>,
+    gate: &std::sync::Mutex<()>,
+    restart_at: i64,
+) {
+    for round in 0..=SYNC_ROUNDS {
+        let wal = copy_until_small(conn);
+        // The writer goes on committing while the checkpointer syncs: once that has taken the
+        // WAL past twice the threshold, it waits now instead (the sync then happens at the gate).
+        if round == SYNC_ROUNDS || wal >= 2 * restart_at {
+            break;
+        }
+        if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
+            tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
+            return;
+        }
+    }
+    let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
+    match checkpoint(conn, "RESTART") {
+        Ok(last) if last.done => {}
+        Ok(_) => tracing::debug!("reads kept the WAL from starting over; tried again after the next commit"),
+        Err(e) => tracing::warn!(error = %e, "the WAL could not be started over; tried again after the next commit"),
+    }
+}
+
+/// Copies (up to [`MAX_PASSES`] times) while more than [`SMALL_REMAINDER`] pages are left;
+/// answers the pages in the WAL (as last seen; 0 if the first checkpoint failed).
+fn copy_until_small(conn: &Connection) -> i64 {
+    let mut wal = 0;
+    for _ in 0..MAX_PASSES {
+        match checkpoint(conn, "PASSIVE") {
+            Ok(pass) if pass.wal - pass.copied > SMALL_REMAINDER => wal = pass.wal,
+            Ok(pass) => return pass.wal,
+            Err(_) => return wal,
+        }
+    }
+    wal
+}
+
+/// What a checkpoint did: whether it finished (for RESTART: the WAL starts over), the pages
+/// in the WAL, and how many of them are in the database file now.
+pub(super) struct Checkpointed {
+    pub(super) done: bool,
+    pub(super) wal: i64,
+    pub(super) copied: i64,
+}
+
+pub(super) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok(Checkpointed { done: r.get::<_, i64>(0)? == 0, wal: r.get(1)?, copied: r.get(2)? })
+    })
+}
+
+/// The checkpointer's busy handler: waits for a lock in steps of 50 µs, up to [`LOCK_WAIT`]
+/// (SQLite's own waits a whole millisecond first).
+fn wait_briefly(attempt: i32) -> bool {
+    const STEP: Duration = Duration::from_micros(50);
+    if STEP * (attempt.max(0) as u32) >= LOCK_WAIT {
+        return false;
+    }
+    std::thread::sleep(STEP);
+    true
+}
