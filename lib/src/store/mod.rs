@@ -378,11 +378,14 @@ pub(crate) fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
             writes.len()
         )));
     }
-    let mut seen = std::collections::HashSet::new();
-    for w in writes {
+    // A transaction holds a handful of writes (a new alert's: four or five), so comparing each
+    // key with those before it costs less than hashing them all; on the embedded store this
+    // runs on the writer thread, which every write waits for.
+    for (i, w) in writes.iter().enumerate() {
         check_write(w)?;
-        let (pk, sk) = w.key();
-        if !seen.insert((pk, sk)) {
+        let key = w.key();
+        if writes[..i].iter().any(|earlier| earlier.key() == key) {
+            let (pk, sk) = key;
             return Err(StoreError::InvalidTransaction(format!(
                 "{pk}/{sk} appears twice; a transaction may touch each item once"
             )));
