@@ -154,7 +154,7 @@ impl AppState {
         let secret = mm.bot_token.clone().or(installed);
         let token = secret.as_ref().map(|t| t.expose()).unwrap_or_default();
         let digest = sha2::Sha256::digest(format!("{}\n{token}", mm.url).as_bytes());
-        let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let key = hex::encode(digest);
         // A poisoned lock only means another thread panicked mid-swap; the value is still usable.
         let mut cached = self.mattermost_client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, client)) = cached.as_ref()

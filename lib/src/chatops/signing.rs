@@ -41,7 +41,8 @@ pub enum ContextError {
 
 #[derive(Clone)]
 pub struct Signer {
-    secret: Secret,
+    /// HMAC-SHA256 keyed with the signing secret once; each signature starts from a copy.
+    keyed: Hmac<Sha256>,
 }
 
 fn message(alert_id: &str, action: &str, post_id: &str, expires: i64) -> String {
@@ -51,26 +52,28 @@ fn message(alert_id: &str, action: &str, post_id: &str, expires: i64) -> String 
 
 impl Signer {
     pub fn new(secret: Secret) -> Signer {
-        Signer { secret }
+        // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+        let keyed = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        Signer { keyed }
     }
 
-    fn mac(&self, text: &str) -> Vec<u8> {
-        // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    /// The signature of `text`, hex-encoded.
+    fn mac(&self, text: &str) -> String {
+        let mut mac = self.keyed.clone();
         mac.update(text.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn sign(&self, alert_id: &str, action: &str, post_id: &str, now: i64) -> ButtonContext {
         let expires = now + BUTTON_LIFETIME_SECS;
-        let sig = hex(&self.mac(&message(alert_id, action, post_id, expires)));
+        let sig = self.mac(&message(alert_id, action, post_id, expires));
         ButtonContext { alert_id: alert_id.into(), action: action.into(), post_id: post_id.into(), expires, sig }
     }
 
     /// Checks a context from a click on `clicked_post`, in constant time.
     pub fn verify(&self, c: &ButtonContext, clicked_post: &str, now: i64) -> Result<(), ContextError> {
-        let want = hex(&self.mac(&message(&c.alert_id, &c.action, &c.post_id, c.expires)));
+        let want = self.mac(&message(&c.alert_id, &c.action, &c.post_id, c.expires));
         if !bool::from(want.as_bytes().ct_eq(c.sig.as_bytes())) {
             return Err(ContextError::Forged);
         }
@@ -143,7 +146,7 @@ impl Signer {
             expires: now + lifetime_secs,
             sig: String::new(),
         };
-        state.sig = hex(&self.mac(&state.text()));
+        state.sig = self.mac(&state.text());
         crate::repo::encode(&state)
     }
 
@@ -151,7 +154,7 @@ impl Signer {
     /// (when `user_id` is given) started by that user.
     pub fn verify_state(&self, raw: &str, purpose: &str, user_id: Option<&str>, now: i64) -> Result<State, StateError> {
         let state: State = serde_json::from_str(raw).map_err(|_| StateError::Malformed)?;
-        let want = hex(&self.mac(&state.text()));
+        let want = self.mac(&state.text());
         if !bool::from(want.as_bytes().ct_eq(state.sig.as_bytes())) || state.purpose != purpose {
             return Err(StateError::Forged);
         }
@@ -163,10 +166,6 @@ impl Signer {
         }
         Ok(state)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -71,14 +71,10 @@ pub(super) fn record(event: &AlertEvent, result: &IntakeResult) -> Option<Write>
 }
 
 fn key(event: &AlertEvent, delivery: &DeliveryKey) -> (String, String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(delivery.key.as_bytes());
     let mut sk = String::with_capacity(5 + 2 * HASH_BYTES);
     sk.push_str("seen#");
-    for b in &digest[..HASH_BYTES] {
-        sk.push(char::from(HEX[usize::from(b >> 4)]));
-        sk.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    sk.push_str(&hex::encode(&digest[..HASH_BYTES]));
     (AlertRepo::open_key(&event.source, &event.dedup_key).0, sk)
 }
 

@@ -79,8 +79,7 @@ fn bounded_key(key: String) -> String {
         return key;
     }
     let digest = sha2::Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex::encode(digest))
 }
 
 /// `text` cut to at most `max` characters, the marker included, on a character boundary.

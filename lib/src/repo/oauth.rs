@@ -60,13 +60,13 @@ impl TokenCipher {
         let nonce = Nonce::from_slice(&nonce_bytes);
         // Encryption with a valid key and nonce only fails for plaintexts over 256 GiB.
         let sealed = self.cipher.encrypt(nonce, plain.as_bytes()).unwrap_or_default();
-        let mut out = hex(&nonce_bytes);
-        out.push_str(&hex(&sealed));
+        let mut out = hex::encode(nonce_bytes);
+        out.push_str(&hex::encode(&sealed));
         out
     }
 
     pub fn decrypt(&self, sealed: &str) -> Result<Secret, DecryptError> {
-        let bytes = unhex(sealed).ok_or(DecryptError)?;
+        let bytes = hex::decode(sealed).map_err(|_| DecryptError)?;
         if bytes.len() < 12 {
             return Err(DecryptError);
         }
@@ -74,17 +74,6 @@ impl TokenCipher {
         let plain = self.cipher.decrypt(Nonce::from_slice(nonce), body).map_err(|_| DecryptError)?;
         String::from_utf8(plain).map(Secret::new).map_err(|_| DecryptError)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[derive(Clone)]
