@@ -110,7 +110,7 @@ impl Mattermost {
 
     /// `POST /api/v4/posts` (201 with the post; the same post again for a repeated
     /// `pending_post_id` within 30 s).
-    pub async fn create_post(&self, post: &CreatePost) -> Result<PostId, MattermostError> {
+    pub async fn create_post<P: serde::Serialize>(&self, post: &CreatePost<P>) -> Result<PostId, MattermostError> {
         let req = self.authed(self.http.post(self.url("/api/v4/posts?set_online=false")).json(post))?;
         let res = send(req).await?;
         json(res, Call { what: "post", channel: Some(&post.channel_id) }).await
@@ -124,9 +124,14 @@ impl Mattermost {
         post_id: &str,
         channel_id: &str,
         message: &str,
-        props: &serde_json::Value,
+        props: &(impl serde::Serialize + Sync),
     ) -> Result<PostId, MattermostError> {
-        let body = serde_json::json!({ "message": message, "props": props });
+        #[derive(serde::Serialize)]
+        struct Patch<'a, P> {
+            message: &'a str,
+            props: &'a P,
+        }
+        let body = Patch { message, props };
         let req = self.authed(self.http.put(self.url(&format!("/api/v4/posts/{post_id}/patch"))).json(&body))?;
         let res = send(req).await?;
         json(res, Call { what: "update the alert's card", channel: Some(channel_id) }).await

@@ -9,5 +9,6 @@ pub mod types;
 pub use client::Mattermost;
 pub use error::MattermostError;
 pub use types::{
-    Attachment, Channel, CreateChannel, CreatePost, Field, Post, PostId, Team, TokenResponse, User, WebhookPost,
+    Action, ActionOption, Attachment, Channel, CreateChannel, CreatePost, Field, Integration, Post, PostId, Team,
+    TokenResponse, User, WebhookPost,
 };

@@ -5,12 +5,14 @@ use serde_json::Value;
 
 /// `POST /api/v4/posts`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CreatePost {
+pub struct CreatePost<P = Value> {
     pub channel_id: String,
     pub message: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub root_id: String,
-    pub props: Value,
+    /// Anything that serialises to a JSON object: a `Value`, or a card's typed props, which are
+    /// written straight from the card instead of through a copy as a `Value`.
+    pub props: P,
     /// Idempotency key: a repeat within 30 s returns the post already created.
     pub pending_post_id: String,
 }
@@ -82,7 +84,39 @@ pub struct Attachment {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub footer: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<Value>,
+    pub actions: Vec<Action>,
+}
+
+/// A button or a menu on an attachment (Mattermost's `PostAction`); a click goes to
+/// `integration.url` with `integration.context`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Action {
+    /// Letters and digits only: Mattermost's router never delivers clicks on other ids.
+    pub id: String,
+    /// `button` or `select`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub style: String,
+    /// A menu's built-in source of options (`users`, `channels`), instead of `options`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub data_source: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<ActionOption>,
+    pub integration: Integration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionOption {
+    pub text: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Integration {
+    pub url: String,
+    pub context: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,9 +6,9 @@
 
 use crate::chatops::signing::Signer;
 use crate::domain::{Actor, Alert, AlertStatus, Urgency};
-use crate::mattermost::{Attachment, CreatePost, Field};
+use crate::mattermost::{Action, ActionOption, Attachment, CreatePost, Field, Integration};
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Details longer than this are cut on the card (the whole text stays in the alert).
 pub const CARD_DETAILS_CHARS: usize = 3_000;
@@ -71,7 +71,7 @@ impl Buttons {
     /// The buttons the alert's state allows: Acknowledge and Resolve while open, Resolve while
     /// acknowledged, none once resolved. Each context is signed for `post_id` ("" when the post
     /// does not exist yet).
-    pub fn for_alert(&self, alert: &Alert, post_id: &str, now: i64) -> Vec<Value> {
+    pub fn for_alert(&self, alert: &Alert, post_id: &str, now: i64) -> Vec<Action> {
         let allowed: &[(&str, &str, &str, &str)] = match alert.status {
             AlertStatus::Open => &[
                 ("ack", "Acknowledge", "acknowledge", "primary"),
@@ -87,17 +87,31 @@ impl Buttons {
         allowed
             .iter()
             .map(|(id, name, action, style)| {
-                let context = self.signer.sign(&alert.id, action, post_id, now);
-                let integration = json!({ "url": self.url, "context": context });
-                // Action ids must be [A-Za-z0-9]+: Mattermost's router never delivers others.
+                let context = json!(self.signer.sign(&alert.id, action, post_id, now));
+                let mut button = Action {
+                    id: id.to_string(),
+                    kind: "button".into(),
+                    name: name.to_string(),
+                    style: style.to_string(),
+                    data_source: String::new(),
+                    options: Vec::new(),
+                    integration: Integration { url: self.url.clone(), context },
+                };
                 match *action {
-                    "assign" => json!({ "id": id, "type": "select", "name": name, "data_source": "users",
-                                        "integration": integration }),
-                    "snooze" => json!({ "id": id, "type": "select", "name": name, "options": SNOOZE_OPTIONS
-                                            .iter().map(|(text, value)| json!({ "text": text, "value": value })).collect::<Vec<_>>(),
-                                        "integration": integration }),
-                    _ => json!({ "id": id, "type": "button", "name": name, "style": style, "integration": integration }),
+                    "assign" => {
+                        button.kind = "select".into();
+                        button.data_source = "users".into();
+                    }
+                    "snooze" => {
+                        button.kind = "select".into();
+                        button.options = SNOOZE_OPTIONS
+                            .iter()
+                            .map(|(text, value)| ActionOption { text: text.to_string(), value: value.to_string() })
+                            .collect();
+                    }
+                    _ => {}
                 }
+                button
             })
             .collect()
     }
@@ -180,9 +194,18 @@ pub fn job_post(channel_id: &str, root_id: &str, message: String, job_id: &str, 
     }
 }
 
-/// The props of a card post: the attachment, and the alert id that marks it as the card.
-pub fn props(alert: &Alert, attachment: &Attachment) -> Value {
-    json!({ "attachments": [attachment], ALERT_PROP: alert.id, "from_bot": "true" })
+/// The props of a card post: the attachment, and the alert id that marks it as the card
+/// ([`ALERT_PROP`]). Serialised straight from the card (a card's props as a `Value` were a deep
+/// copy of it, a tenth of a carded alert's work in a storm).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CardProps<'a> {
+    attachments: [&'a Attachment; 1],
+    klaxon_alert_id: &'a str,
+    from_bot: &'static str,
+}
+
+pub fn props<'a>(alert: &'a Alert, attachment: &'a Attachment) -> CardProps<'a> {
+    CardProps { attachments: [attachment], klaxon_alert_id: &alert.id, from_bot: "true" }
 }
 
 /// The short reply a job adds in the card's thread, if its event deserves one. Repeats add
@@ -307,6 +330,35 @@ mod tests {
         assert_eq!(thread_reply("alert.repeated", &a), None, "repeats update the count, no reply");
     }
 
+    /// What Mattermost receives for an open card's buttons and menus, contexts aside (they are
+    /// signed afresh, with an expiry, at every render).
+    #[test]
+    fn an_open_cards_buttons_and_menus_are_sent_in_mattermosts_shape() {
+        let buttons = Buttons {
+            signer: Signer::new(crate::config::Secret::new("0123456789abcdef0123456789abcdef")),
+            url: "https://klaxon.example.com/chatops/action".into(),
+        };
+        let (_, card) = render_with_buttons(&alert(), Some(&buttons), "p1");
+        let mut json = serde_json::to_value(&card).unwrap();
+        let actions = json["actions"].as_array_mut().unwrap();
+        for action in actions.iter_mut() {
+            let context = action["integration"].as_object_mut().unwrap().remove("context").unwrap();
+            assert_eq!(context["post_id"], "p1");
+        }
+        let integration = json!({ "url": "https://klaxon.example.com/chatops/action" });
+        assert_eq!(
+            json["actions"],
+            json!([
+                { "id": "ack", "type": "button", "name": "Acknowledge", "style": "primary", "integration": integration },
+                { "id": "resolve", "type": "button", "name": "Resolve", "style": "good", "integration": integration },
+                { "id": "assign", "type": "select", "name": "Assign...", "data_source": "users", "integration": integration },
+                { "id": "snooze", "type": "select", "name": "Snooze", "integration": integration, "options": [
+                    { "text": "30 min", "value": "30m" }, { "text": "1 hour", "value": "1h" },
+                    { "text": "4 hours", "value": "4h" }, { "text": "1 day", "value": "1d" } ] },
+            ])
+        );
+    }
+
     #[test]
     fn buttons_follow_the_state_and_carry_signed_contexts() {
         let buttons = Buttons {
@@ -315,25 +367,17 @@ mod tests {
         };
         let mut a = alert();
         let names = |a: &Alert| -> Vec<String> {
-            render_with_buttons(a, Some(&buttons), "p1")
-                .1
-                .actions
-                .iter()
-                .map(|b| b["name"].as_str().unwrap().to_string())
-                .collect()
+            render_with_buttons(a, Some(&buttons), "p1").1.actions.iter().map(|b| b.name.clone()).collect()
         };
         assert_eq!(names(&a), ["Acknowledge", "Resolve", "Assign...", "Snooze"]);
         let (_, card) = render_with_buttons(&a, Some(&buttons), "p1");
-        assert_eq!(
-            (card.actions[2]["type"].as_str(), card.actions[2]["data_source"].as_str()),
-            (Some("select"), Some("users"))
-        );
-        assert_eq!(card.actions[3]["options"].as_array().map(Vec::len), Some(SNOOZE_OPTIONS.len()));
+        assert_eq!((card.actions[2].kind.as_str(), card.actions[2].data_source.as_str()), ("select", "users"));
+        assert_eq!(card.actions[3].options.len(), SNOOZE_OPTIONS.len());
         let ctx: crate::chatops::signing::ButtonContext =
-            serde_json::from_value(card.actions[1]["integration"]["context"].clone()).unwrap();
+            serde_json::from_value(card.actions[1].integration.context.clone()).unwrap();
         assert_eq!((ctx.alert_id.as_str(), ctx.action.as_str(), ctx.post_id.as_str()), ("ALR-7", "resolve", "p1"));
         assert_eq!(buttons.signer.verify(&ctx, "p1", Timestamp::now().as_second()), Ok(()));
-        assert_eq!(card.actions[0]["id"], "ack", "ids are alphanumeric");
+        assert_eq!(card.actions[0].id, "ack", "ids are alphanumeric");
         a.acknowledge(Actor::user("u1", "bob"), t(60)).unwrap();
         assert_eq!(names(&a), ["Resolve", "Assign..."]);
         a.resolve(Actor::user("u1", "bob"), t(120)).unwrap();
