@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per request: `klaxon serve` (embedded store, no Mattermost, as run.sh) under
-# valgrind's callgrind, with wrk sending Particle alerts. Unlike requests per second, the count
+# Instructions per request: `klaxon serve` (embedded store, no Mattermost, as run.sh; with
+# CARDS=1 every card posted to the tests' fake Mattermost, as storm.sh) under valgrind's
+# callgrind, with wrk sending Particle alerts. Unlike requests per second, the count
 # does not depend on how fast the machine is at the moment (this VM's speed swings by 2x within
 # an hour), so it compares two builds exactly, one after the other, even on a busy machine.
 # What it leaves out: waiting (fsync, locks) and the kernel's work (syscalls, TCP).
@@ -17,6 +18,7 @@
 #   lib/benches/load/instructions.sh                 # the release build, 64 senders, new alerts
 #   BIN=/path/to/klaxon MODE=repeat SENDERS=8 DURATION=20 lib/benches/load/instructions.sh
 #   KEEP=1 ...                                        # keeps the callgrind file (callgrind_annotate)
+#   CARDS=1 DURATION=20 lib/benches/load/instructions.sh   # per carded alert
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
@@ -24,6 +26,8 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 MODE="${MODE:-new}"
 SENDERS="${SENDERS:-64}"
 DURATION="${DURATION:-30}"
+CARDS="${CARDS:-}"
+[ -z "$CARDS" ] || cargo build --release -q -p klaxon-tests --bin fake-mattermost
 if [ -z "${BIN:-}" ]; then
   cargo build --release -q -p klaxon
   BIN=target/release/klaxon
@@ -31,12 +35,14 @@ fi
 DIR=$(mktemp -d)
 source lib/benches/load/serve.sh
 particle_only_config
+FAKE=""
+[ -z "$CARDS" ] || fake_mattermost_config
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 OUT="$DIR/callgrind.out"
 RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" serve --config "$DIR/klaxon.toml" \
   --data-dir "$DIR/data" --addr "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
+trap 'kill $PID $FAKE 2>/dev/null; wait $PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
 for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
   sleep 0.2
@@ -82,5 +88,6 @@ total=$(grep -h '^summary:' "$OUT.2" | awk '{print $2}')
 n=$((after - before))
 echo "$RESULT" | sed "s/^RESULT/senders=$SENDERS under valgrind:/"
 echo "instructions: $total for $n $( [ "$MODE" = new ] && echo 'new alerts' || echo repeats ) in ${window} s: $((total / n)) per request"
+[ -z "$CARDS" ] || echo "cards the fake Mattermost received in all (the warm-up's too): $(cards)"
 echo "idle, for comparison: $((idle / 10)) instructions per second (so about $(python3 -c "print(round($idle / 10 * $window / $n))") per request of the above)"
 [ -z "${KEEP:-}" ] || echo "callgrind files: $OUT.*"

@@ -42,3 +42,29 @@ token = "load-test-mattermost-token0"
 grouping_window = "24h"
 TOML
 }
+
+# Starts the tests' fake Mattermost (target/release/fake-mattermost, its own process, logging to
+# "$DIR/fake.log"; build it first) and appends to "$DIR/klaxon.toml" what makes the notifier post
+# every card there, with signed buttons. Sets FAKE (its pid: stop it at the end).
+fake_mattermost_config() {
+  target/release/fake-mattermost >"$DIR/fake.log" 2>&1 &
+  FAKE=$!
+  for _ in $(seq 1 50); do grep -q '^url=' "$DIR/fake.log" 2>/dev/null && break; sleep 0.1; done
+  local url token channel
+  read -r url token channel < <(head -1 "$DIR/fake.log" | sed 's/url=//; s/token=//; s/channel=//')
+  cat >>"$DIR/klaxon.toml" <<TOML
+[server]
+public_url = "https://klaxon.example.com"
+signing_secret = "0123456789abcdef0123456789abcdef"
+[mattermost]
+url = "$url"
+bot_token = "$token"
+[channels.ops]
+channel_id = "$channel"
+[routing]
+default = "ops"
+TOML
+}
+
+# The cards the fake Mattermost has received so far.
+cards() { tail -1 "$DIR/fake.log" | sed 's/.*cards=//'; }

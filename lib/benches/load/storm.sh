@@ -22,28 +22,13 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 cargo build --release -q -p klaxon
 cargo build --release -q -p klaxon-tests --bin fake-mattermost
 DIR=$(mktemp -d)
-target/release/fake-mattermost >"$DIR/fake.log" 2>&1 &
-FAKE=$!
-trap 'kill $FAKE $PID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+FAKE=""
 PID=""
-for _ in $(seq 1 50); do grep -q '^url=' "$DIR/fake.log" 2>/dev/null && break; sleep 0.1; done
-read -r URL TOKEN CHANNEL < <(head -1 "$DIR/fake.log" | sed 's/url=//; s/token=//; s/channel=//')
+trap 'kill $FAKE $PID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 source lib/benches/load/serve.sh
 both_sources_config
-cat >>"$DIR/klaxon.toml" <<TOML
-[server]
-public_url = "https://klaxon.example.com"
-signing_secret = "0123456789abcdef0123456789abcdef"
-[mattermost]
-url = "$URL"
-bot_token = "$TOKEN"
-[channels.ops]
-channel_id = "$CHANNEL"
-[routing]
-default = "ops"
-TOML
+fake_mattermost_config
 start_klaxon warn
-cards() { tail -1 "$DIR/fake.log" | sed 's/.*cards=//'; }
 echo "storm: ${SOURCE} ${MODE} alerts from ${SENDERS} senders for ${DURATION}s; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 threads=$(( SENDERS < 2 ? 1 : 2 ))
 before=$(cards)
