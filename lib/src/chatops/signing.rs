@@ -194,6 +194,16 @@ mod tests {
         assert_eq!(other.verify(&c, "p1", 1_001), Err(ContextError::Forged));
     }
 
+    /// Buttons on cards posted before an upgrade stay valid for a week: the signature's text and
+    /// encoding must not change. Pinned against Python's `hmac` (lowercase hex of HMAC-SHA256).
+    #[test]
+    fn a_signature_is_the_lowercase_hex_hmac_of_the_documented_text() {
+        let expires = 1_800_000_000;
+        let c = signer().sign("ALR-7", "acknowledge", "p1", expires - BUTTON_LIFETIME_SECS);
+        assert_eq!(c.expires, expires);
+        assert_eq!(c.sig, "46042f7daf3e9935fd7b20fc4ffe99d32c753ca94d70d4c68dc8ae8b33242597");
+    }
+
     #[test]
     fn a_state_is_bound_to_its_purpose_user_and_time() {
         let s = signer();

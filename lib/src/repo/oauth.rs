@@ -164,5 +164,8 @@ mod tests {
         tampered.push(if last == '0' { '1' } else { '0' });
         assert_eq!(c.decrypt(&tampered), Err(DecryptError));
         assert_eq!(c.decrypt("zz"), Err(DecryptError));
+        assert_eq!(c.decrypt(&sealed[1..]), Err(DecryptError), "odd length");
+        assert_eq!(c.decrypt("00ff"), Err(DecryptError), "shorter than a nonce");
+        assert_eq!(c.decrypt(&format!("+{}", &sealed[1..])), Err(DecryptError), "not hex");
     }
 }
