@@ -4,12 +4,18 @@
 use super::{is_busy, write_back};
 use rusqlite::Connection;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The background checkpointer's pause between checkpoints: a storm's commits are copied
-/// together, not one by one.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+/// The checkpointer's pause between copies: a storm's commits are copied together, not one by
+/// one. Each copy ends with the database file's pages written back (see [`write_back`]), and on
+/// this VM's disk a commit's fsync waits for that write-back: copies every 200 ms instead of
+/// every 20 ms gave a storm 5-12 % more new alerts a second (`lib/benches/load/README.md`).
+/// The WAL's length is still looked at after every commit (see [`checkpoint_loop`]).
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// The pause after a restart that reads kept from finishing, before the next try.
+const RETRY_RESTART: Duration = Duration::from_millis(20);
 /// WAL pages after which the checkpointer starts the WAL over (see [`checkpoint_loop`]): 16 MB.
 pub(super) const RESTART_AT: i64 = 8_000;
 /// WAL pages the checkpointer leaves for the writer to wait for, at most: it copies again (up
@@ -23,21 +29,24 @@ const SYNC_ROUNDS: usize = 2;
 const LOCK_WAIT: Duration = Duration::from_millis(5);
 
 /// Copies committed pages from the WAL into the database file beside the writer, so that the
-/// writer (the one thread every write waits for) never does it. It runs after commits, at most
-/// every [`CHECKPOINT_EVERY`], and stops when the writer does. A checkpoint that finds a reader
-/// or the writer in its way copies what it can and tries again after the next commit.
+/// writer (the one thread every write waits for) never does it. It copies at most `every`
+/// ([`CHECKPOINT_EVERY`]) after commits, and stops when the writer does. A checkpoint that finds
+/// a reader or the writer in its way copies what it can and tries again at the next.
 ///
 /// While writes never pause, these checkpoints cannot finish (each commit adds pages), and only
 /// a finished checkpoint lets the WAL start over. So once the WAL holds `restart_at` pages the
-/// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). That
-/// bounds the WAL at `restart_at` pages plus what the writer commits while the checkpointer
-/// copies and syncs beside it: in a storm the WAL file stays at 21-23 MB with `restart_at`
-/// 8,000 (16 MB).
+/// checkpointer starts it over, holding the writer back briefly (see [`start_over`]). It learns
+/// the WAL's length after every commit (`wal_pages`, which the writer keeps), not only when it
+/// copies: that bounds the WAL at `restart_at` pages plus what the writer commits while the
+/// checkpointer copies and syncs beside it, whatever the pause between copies. In a storm the
+/// WAL file stays at 21-23 MB with `restart_at` 8,000 (16 MB).
 pub(super) fn checkpoint_loop(
     mut conn: Connection,
     commits: mpsc::Receiver<()>,
+    wal_pages: Arc<AtomicI64>,
     gate: Arc<std::sync::Mutex<()>>,
     restart_at: i64,
+    every: Duration,
 ) {
     if let Err(e) = conn.busy_handler(Some(wait_briefly)) {
         tracing::warn!(error = %e, "cannot set the checkpointer's busy handler; SQLite's default waits apply");
@@ -53,14 +62,35 @@ pub(super) fn checkpoint_loop(
         None => None,
     };
     let _paced = database.as_ref().map(write_back::on_this_thread);
-    while commits.recv().is_ok() {
+    // When the last copy began, and whether anything was committed since.
+    let mut copied_at: Option<Instant> = None;
+    let mut uncopied = false;
+    loop {
+        let next_copy = copied_at.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()));
+        let woken = if uncopied { commits.recv_timeout(next_copy) } else { commits.recv().map_err(Into::into) };
+        match woken {
+            Ok(()) => uncopied = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Between copies only a long WAL calls for one now. `wal_pages` may still tell of the
+        // WAL before a restart (a commit's wake-up left over): the copy below says how long it is.
+        let due = copied_at.is_none_or(|at| at.elapsed() >= every);
+        if !due && wal_pages.load(Ordering::Relaxed) < restart_at {
+            continue;
+        }
+        copied_at = Some(Instant::now());
+        uncopied = false;
         match checkpoint(&conn, "PASSIVE") {
-            Ok(pass) if pass.wal >= restart_at => start_over(&conn, database.as_ref(), &gate, restart_at),
+            Ok(pass) if pass.wal >= restart_at => {
+                if !start_over(&conn, database.as_ref(), &gate, &wal_pages, restart_at) {
+                    std::thread::sleep(RETRY_RESTART);
+                }
+            }
             Ok(_) => {}
             Err(e) if is_busy(&e) => {}
             Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
         }
-        std::thread::sleep(CHECKPOINT_EVERY);
     }
     // The connection closes before `database`: closing any descriptor of a file drops every
     // POSIX lock the process holds on it, SQLite's own included (its VFS guards its own
@@ -82,13 +112,14 @@ pub(super) fn checkpoint_loop(
 /// Should the writer have taken the WAL past twice `restart_at` meanwhile, the rest of the
 /// syncing happens at the gate, so the WAL stays bounded however fast the writes come.
 /// A restart that reads kept from finishing (say another process's long read) is tried again
-/// after the next commit.
+/// after the next commit. Answers whether the WAL started over.
 pub(super) fn start_over(
     conn: &Connection,
     database: Option<&std::fs::File>,
     gate: &std::sync::Mutex<()>,
+    wal_pages: &AtomicI64,
     restart_at: i64,
-) {
+) -> bool {
     for round in 0..=SYNC_ROUNDS {
         let wal = copy_until_small(conn);
         // The writer goes on committing while the checkpointer syncs: once that has taken the
@@ -98,14 +129,25 @@ pub(super) fn start_over(
         }
         if let Some(Err(e)) = database.map(std::fs::File::sync_data) {
             tracing::warn!(error = %e, "cannot sync the database file; the WAL is not started over now");
-            return;
+            return false;
         }
     }
     let _writes_wait = gate.lock().unwrap_or_else(|p| p.into_inner());
     match checkpoint(conn, "RESTART") {
-        Ok(last) if last.done => {}
-        Ok(_) => tracing::debug!("reads kept the WAL from starting over; tried again after the next commit"),
-        Err(e) => tracing::warn!(error = %e, "the WAL could not be started over; tried again after the next commit"),
+        Ok(last) if last.done => {
+            // The WAL is empty now, though SQLite resets its header (what a checkpoint answers)
+            // only at the next commit: a wake-up left over from before must not restart it again.
+            wal_pages.store(0, Ordering::Relaxed);
+            true
+        }
+        Ok(_) => {
+            tracing::debug!("reads kept the WAL from starting over; tried again after the next commit");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the WAL could not be started over; tried again after the next commit");
+            false
+        }
     }
 }
 

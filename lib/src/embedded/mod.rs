@@ -36,11 +36,12 @@ mod writer;
 
 pub use page_cache::truncations as page_cache_truncations;
 
-use checkpoint::{RESTART_AT, checkpoint_loop};
+use checkpoint::{CHECKPOINT_EVERY, RESTART_AT, checkpoint_loop};
 use rusqlite::{Connection, Transaction};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -119,25 +120,27 @@ impl Db {
     }
 
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        Db::open_restarting_at(path, RESTART_AT)
+        Db::open_checkpointing(path, RESTART_AT, CHECKPOINT_EVERY)
     }
 
-    /// [`Db::open`], with the checkpointer starting the WAL over at `restart_at` pages.
-    fn open_restarting_at(path: &Path, restart_at: i64) -> Result<Db, DbError> {
+    /// [`Db::open`], with the checkpointer copying at most `every` and starting the WAL over at
+    /// `restart_at` pages.
+    fn open_checkpointing(path: &Path, restart_at: i64, every: Duration) -> Result<Db, DbError> {
         let conn = open_connection(path)?;
         let checkpoints = open_connection(path)?;
         let (writer, jobs) = mpsc::channel::<Job>();
         let (committed, commits) = mpsc::sync_channel::<()>(1);
         let gate = Arc::new(std::sync::Mutex::new(()));
+        let wal_pages = Arc::new(AtomicI64::new(0));
         let thread_path = path.to_path_buf();
-        let writer_gate = gate.clone();
+        let (writer_gate, writer_wal_pages) = (gate.clone(), wal_pages.clone());
         std::thread::Builder::new()
             .name("klaxon-db-writer".into())
-            .spawn(move || write_loop(conn, jobs, committed, writer_gate, thread_path))
+            .spawn(move || write_loop(conn, jobs, committed, writer_wal_pages, writer_gate, thread_path))
             .map_err(|e| DbError::Worker(format!("cannot start the database writer: {e}")))?;
         std::thread::Builder::new()
             .name("klaxon-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, commits, gate, restart_at))
+            .spawn(move || checkpoint_loop(checkpoints, commits, wal_pages, gate, restart_at, every))
             .map_err(|e| DbError::Worker(format!("cannot start the database checkpointer: {e}")))?;
         Ok(Db {
             writer,
@@ -333,7 +336,7 @@ pub(crate) fn recompilations(db: &Db, sql: &str, params: &[&dyn rusqlite::ToSql]
 
 #[cfg(test)]
 mod tests {
-    use super::checkpoint::{checkpoint, start_over};
+    use super::checkpoint::{CHECKPOINT_EVERY, checkpoint, start_over};
     use super::*;
     use rusqlite::params;
 
@@ -386,12 +389,20 @@ mod tests {
         assert!(frames >= 300, "the rows are in the WAL ({frames} frames)");
 
         // A threshold far above the WAL: the checkpointer syncs beside the writer first.
-        start_over(&checkpointer, Some(&cannot_sync), &gate, 10 * frames);
+        let wal_pages = AtomicI64::new(frames);
+        assert!(!start_over(&checkpointer, Some(&cannot_sync), &gate, &wal_pages, 10 * frames), "it says it restarted");
         assert!(gate.try_lock().is_ok(), "the writer is not held back after the failed sync");
+        assert_eq!(wal_pages.into_inner(), frames, "the WAL's length was changed though it did not start over");
         insert(300).unwrap();
 
         let file = std::fs::File::open(&path).unwrap();
-        start_over(&checkpointer, Some(&file), &gate, 10 * frames);
+        let wal_pages = AtomicI64::new(frames + 1);
+        assert!(
+            start_over(&checkpointer, Some(&file), &gate, &wal_pages, 10 * frames),
+            "no restart once the file syncs"
+        );
+        // Until the next commit SQLite still answers the old length: this is how long it is.
+        assert_eq!(wal_pages.into_inner(), 0, "the WAL started over but its length was not reset");
         insert(301).unwrap();
         let after = checkpoint(&checkpointer, "PASSIVE").unwrap().wal;
         assert!(after < 10, "once the file syncs, the WAL starts over ({after} frames after one commit)");
@@ -461,7 +472,7 @@ mod tests {
     async fn the_wal_starts_over_while_writes_and_reads_never_pause() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
-        let db = Db::open_restarting_at(&path, 200).unwrap();
+        let db = Db::open_checkpointing(&path, 200, CHECKPOINT_EVERY).unwrap();
         db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
         let (stop, reads) = reads_beside(&db);
         // About 14,000 pages: without the restart, the WAL ends up holding nearly all of them
@@ -478,11 +489,36 @@ mod tests {
         assert_eq!(n, 16_000, "every committed row is there");
     }
 
+    /// The checkpointer learns the WAL's length after every commit, not only when it copies:
+    /// with copies an hour apart (the first one comes with the first commit), writes that take
+    /// the WAL past the threshold still start it over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_wal_starts_over_between_two_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open_checkpointing(&path, 200, Duration::from_secs(3600)).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        // About 1,400 pages.
+        write_rows(&db, 0, 40).await;
+        // The restart shows in the WAL's header at the first commit after it: commits go on
+        // until then (the checkpointer may be slow to get a CPU), for at most 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut key = 1_000_000;
+        while wal_restarts(&path) == 0 {
+            assert!(Instant::now() < deadline, "the WAL ({} pages) never started over", wal_file_pages(&path));
+            db.run(move |tx| tx.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [key]).map(|_| ())).await.unwrap();
+            key += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))).await.unwrap();
+        assert_eq!(n, 1_600 + key - 1_000_000, "every committed row is there");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_read_elsewhere_holds_the_wal_but_not_the_writes_and_the_wal_starts_over_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
-        let db = Db::open_restarting_at(&path, 200).unwrap();
+        let db = Db::open_checkpointing(&path, 200, CHECKPOINT_EVERY).unwrap();
         db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").unwrap();
         // Another process's read transaction, open across 4,000 rows of writes: no checkpoint
         // may copy past its snapshot, so the WAL cannot start over while it lasts.
