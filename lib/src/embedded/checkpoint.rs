@@ -1,7 +1,7 @@
 //! The checkpointer: a thread that copies committed pages from the WAL into the database file
 //! beside the writer, and starts the WAL over when it is long.
 
-use super::{is_busy, write_back};
+use super::{is_busy, wal_writes, write_back};
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -65,6 +65,7 @@ pub(super) fn checkpoint_loop(
         None => None,
     };
     let _paced = database.as_ref().map(write_back::on_this_thread);
+    let _wal_synced = wal_writes::commits_sync_the_wal();
     // When the last copy began, and whether anything was committed since.
     let mut copied_at: Option<Instant> = None;
     let mut uncopied = false;
