@@ -72,9 +72,10 @@ thread_local! {
 /// So those frames are on disk before any checkpoint can see them, and its own sync of the WAL
 /// has nothing left to write; yet on a virtual disk every sync flushes the whole write cache,
 /// and the writer's commits wait behind it. In a storm the checkpointer made about 100 such
-/// syncs in 10 s; without them a storm took 8-33 % more new alerts a second (median 18 %, ten
-/// pairs of runs; `lib/benches/load/README.md`). The database file's syncs (a checkpoint that
-/// copied everything, the restarts) are kept: they are what lets the WAL start over.
+/// syncs in 10 s. Without them: in 10 s runs 11 of 14 pairs faster (median +18 %), in 20 s runs
+/// no clear difference (six pairs, -13 % to +7 %); `lib/benches/load/README.md`. The database
+/// file's syncs (a checkpoint that copied everything, the restarts) are kept: they are what
+/// lets the WAL start over.
 ///
 /// This holds for writes made by Klaxon. Another program writing to Klaxon's database with
 /// `synchronous` below FULL (SQLite's default is FULL) could have its frames copied before they
