@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// every 20 ms gave a storm 5-12 % more new alerts a second (`lib/benches/load/README.md`).
 /// The WAL's length is still looked at after every commit (see [`checkpoint_loop`]).
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// The pause after a restart that reads kept from finishing, before the next try.
+/// The pause after a restart that reads kept from finishing, or a checkpoint that another one
+/// kept from starting, before the next try.
 const RETRY_RESTART: Duration = Duration::from_millis(20);
 /// WAL pages after which the checkpointer starts the WAL over (see [`checkpoint_loop`]): 32 MB.
 /// Each restart costs syncs that commits wait for: with copies every 200 ms, 16,000 pages
@@ -92,7 +93,8 @@ pub(super) fn checkpoint_loop(
                 }
             }
             Ok(_) => {}
-            Err(e) if is_busy(&e) => {}
+            // Another connection's checkpoint: no use trying again at every commit meanwhile.
+            Err(e) if is_busy(&e) => std::thread::sleep(RETRY_RESTART),
             Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
         }
     }
