@@ -95,7 +95,9 @@ pub(super) fn checkpoint_loop(
             Ok(_) => {}
             // Another connection's checkpoint: no use trying again at every commit meanwhile.
             Err(e) if is_busy(&e) => std::thread::sleep(RETRY_RESTART),
-            Err(e) => tracing::warn!(error = %e, "background checkpoint failed; retried after the next commit"),
+            Err(e) => {
+                tracing::warn!(error = %e, "background checkpoint failed; tried again at the next copy, after a commit")
+            }
         }
     }
     // The connection closes before `database`: closing any descriptor of a file drops every
