@@ -895,7 +895,7 @@ async fn repeats_and_redeliveries_between_new_alerts_leave_no_gap_in_their_numbe
     let alert = |device: &str, id: &str| format!("event=ALERT&coreid={device}&published_at=t&PARTICLE_EVENT_ID={id}");
     let number = |body: &Value| -> u64 {
         let id = body["alert_id"].as_str().unwrap_or_else(|| panic!("no alert id in {body}"));
-        id.strip_prefix("ALR-").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not an alert number: {id}"))
+        klaxon::repo::alerts::AlertRepo::number_in(id).unwrap_or_else(|| panic!("not an alert number: {id}"))
     };
     let (_, body) = particle_alert(app.state.clone(), alert("d1", "e1")).await;
     assert_eq!(body["alert_id"], "ALR-1");
