@@ -35,3 +35,80 @@ pub fn init() {
         LogFormat::Text => builder.compact().with_target(false).try_init(),
     };
 }
+
+/// Lets one log line of a kind through per interval and counts the rest. In a storm, a problem
+/// every job meets (no Mattermost configured, a revoked bot token) would otherwise be written
+/// once per alert: thousands of identical lines a second, which cost the storm a fifth of its
+/// CPU (`lib/benches/load/README.md`) and bury everything else. Each job's outcome is in its
+/// delivery record whatever the log says.
+pub struct Throttle {
+    every: std::time::Duration,
+    kinds: std::sync::Mutex<std::collections::HashMap<String, Passed>>,
+}
+
+struct Passed {
+    at: std::time::Instant,
+    left_out: u64,
+}
+
+/// Kinds remembered at most; past this, kinds not seen for an interval are forgotten.
+const THROTTLE_KINDS: usize = 1024;
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Throttle { every, kinds: Default::default() }
+    }
+
+    /// `Some(n)`: log this one, saying that `n` lines of its kind were left out since the last
+    /// one logged; `None`: leave it out (it is counted).
+    pub fn admit(&self, kind: &str) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(passed) = kinds.get_mut(kind) {
+            if now.duration_since(passed.at) < self.every {
+                passed.left_out += 1;
+                return None;
+            }
+            let left_out = std::mem::take(&mut passed.left_out);
+            passed.at = now;
+            return Some(left_out);
+        }
+        if kinds.len() >= THROTTLE_KINDS {
+            kinds.retain(|_, p| now.duration_since(p.at) < self.every);
+        }
+        if kinds.len() < THROTTLE_KINDS {
+            kinds.insert(kind.to_string(), Passed { at: now, left_out: 0 });
+        }
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+    use std::time::Duration;
+
+    #[test]
+    fn one_line_of_a_kind_per_interval_with_the_count_of_those_left_out() {
+        let throttle = Throttle::new(Duration::from_millis(200));
+        assert_eq!(throttle.admit("no mattermost"), Some(0), "the first of a kind is logged");
+        assert_eq!(throttle.admit("no mattermost"), None);
+        assert_eq!(throttle.admit("no mattermost"), None);
+        assert_eq!(throttle.admit("bad token"), Some(0), "another kind is not held back");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(throttle.admit("no mattermost"), Some(2), "the next one says how many were left out");
+        assert_eq!(throttle.admit("no mattermost"), None);
+    }
+
+    #[test]
+    fn new_kinds_past_the_limit_are_logged_every_time_rather_than_lost() {
+        let throttle = Throttle::new(Duration::from_secs(60));
+        for i in 0..super::THROTTLE_KINDS {
+            assert_eq!(throttle.admit(&format!("kind {i}")), Some(0));
+        }
+        // The memory is full of recent kinds: a new kind is not remembered, so never held back.
+        assert_eq!(throttle.admit("one more"), Some(0));
+        assert_eq!(throttle.admit("one more"), Some(0));
+        assert_eq!(throttle.admit("kind 0"), None, "the kinds remembered are still held back");
+    }
+}

@@ -199,6 +199,51 @@ token = "${KLAXON_TEST_MM_TOKEN}"
     assert!(stderr.contains("request refused") && stderr.contains("wrong_token"), "refusals are logged: {stderr}");
 }
 
+/// At the default level a storm writes one line per alert (its outcome, inside the request's
+/// span), not one more per request and one per job: a problem every job meets (here, no
+/// Mattermost) is logged once per reason a minute, and every job's outcome is still recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_logs_one_line_per_alert_and_a_problem_every_job_meets_once() {
+    const ALERTS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("klaxon.toml"),
+        "version = 1\n[[sources]]\nid = \"freezer\"\nkind = \"particle\"\ntoken = \"particle-key-0123456789\"\n",
+    )
+    .unwrap();
+    let server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let sends = (0..ALERTS).map(|i| {
+        client
+            .post(format!("{}/hooks/particle/freezer", server.url))
+            .header("authorization", "Bearer particle-key-0123456789")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("event=ALERT&data=-3&coreid=device-{i}&published_at=2026-12-02T10:00:0{}Z", i % 10))
+            .send()
+    });
+    for answer in futures_util::future::join_all(sends).await {
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    let db = Db::open_in(&dir.path().join("klaxon-data")).unwrap();
+    let deliveries = AppState::embedded(Config::empty(), db).unwrap().deliveries();
+    for n in 1..=ALERTS {
+        let record = wait_for_delivery(&deliveries, &format!("ALR-{n}#0000000001"))
+            .await
+            .unwrap_or_else(|| panic!("ALR-{n}'s job was recorded"));
+        assert!(matches!(record.delivery, Delivery::NotDelivered { .. }), "{record:?}");
+    }
+    let (ok, stderr) = interrupt(server);
+    assert!(ok, "{stderr}");
+    let count = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("particle event"), ALERTS, "one line per alert:\n{stderr}");
+    assert_eq!(count("notification NOT delivered"), 1, "one line for the reason all jobs share:\n{stderr}");
+    assert_eq!(count("finished processing request"), 0, "no second line per request at info:\n{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("particle event") && l.contains("/hooks/particle/{source_id}")),
+        "the outcome's line names the route:\n{stderr}"
+    );
+}
+
 #[test]
 fn serve_refuses_a_missing_config_file_and_a_busy_port_with_clear_messages() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,10 @@ enum Outcome {
     Poisoned,
 }
 
+/// In a Mattermost outage every job fails alike: one line per error a minute, not one per job.
+static RETRIED: std::sync::LazyLock<crate::telemetry::Throttle> =
+    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(std::time::Duration::from_secs(60)));
+
 /// One group's records, in order; after a failure the rest are failed without being tried.
 async fn run_lane<'a>(handler: &dyn JobHandler, lane: Vec<&'a Record>) -> Vec<(&'a str, Outcome)> {
     let mut out = Vec::with_capacity(lane.len());
@@ -119,7 +123,9 @@ async fn run_lane<'a>(handler: &dyn JobHandler, lane: Vec<&'a Record>) -> Vec<(&
         let outcome = match handler.handle(r).await {
             Ok(()) => Outcome::Done,
             Err(JobError::Transient(m)) => {
-                tracing::warn!(message_id = %r.message_id, group = ?r.group_id, receive_count = r.receive_count, error = %m, "job failed; it will be retried");
+                if let Some(left_out) = RETRIED.admit(&m) {
+                    tracing::warn!(message_id = %r.message_id, group = ?r.group_id, receive_count = r.receive_count, error = %m, like_this_since_last = left_out, "job failed; it will be retried (one line per error a minute; the others are counted)");
+                }
                 blocked = true;
                 Outcome::Failed
             }

@@ -41,6 +41,9 @@ pub(super) const NO_MATTERMOST: &str = "no Mattermost is configured (add a [matt
 /// In an alert storm, a card's count is updated at most this often (a few dozen calls for a
 /// thousand repeats); the last count always arrives through a delayed refresh.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// A job not delivered, or failed for good, is logged once a minute per reason (with the count
+/// of the others); each job's outcome is in its delivery record.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Notifier {
     pub(super) config: Arc<Config>,
@@ -57,6 +60,8 @@ pub struct Notifier {
     timers: Option<Arc<dyn crate::queue::Queue>>,
     /// Told when a job is handled, so that its outbox item goes (DynamoDB only).
     outbox: Option<super::outbox::Outbox>,
+    /// Keeps a problem every job meets from writing a log line per job.
+    pub(super) warnings: crate::telemetry::Throttle,
 }
 
 /// Where Notifier's repositories and clients come from.
@@ -102,6 +107,10 @@ impl From<RepoError> for Failure {
     }
 }
 
+/// In a Mattermost outage every call fails alike: one line per reason a minute, not one per call.
+static CALL_RETRIES: std::sync::LazyLock<crate::telemetry::Throttle> =
+    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(WARN_EVERY));
+
 /// Calls `f` up to [`CALL_ATTEMPTS`] times while it fails transiently, waiting what a 429 asks
 /// (up to [`MAX_INLINE_WAIT`]) or a short backoff.
 pub(super) async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, MattermostError>
@@ -118,7 +127,9 @@ where
                     Some(w) => w,
                     None => Duration::from_millis(200 * u64::from(attempt)),
                 };
-                tracing::info!(attempt, wait_ms = wait.as_millis() as u64, reason = %what, "Mattermost call failed; retrying");
+                if let Some(left_out) = CALL_RETRIES.admit(&what) {
+                    tracing::info!(attempt, wait_ms = wait.as_millis() as u64, reason = %what, like_this_since_last = left_out, "Mattermost call failed; retrying (one line per reason a minute; the others are counted)");
+                }
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -140,6 +151,7 @@ impl Notifier {
             buttons: p.buttons,
             timers: p.timers,
             outbox: p.outbox,
+            warnings: crate::telemetry::Throttle::new(WARN_EVERY),
         }
     }
 
@@ -234,7 +246,9 @@ impl Notifier {
             }
             Err(Failure::Transient(why)) => Err(JobError::Transient(why)),
             Err(Failure::Permanent(why)) => {
-                tracing::error!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = %channel, reason = %why, "notification FAILED; `klaxon deliveries retry` sends it again once fixed");
+                if let Some(left_out) = self.warnings.admit(&why) {
+                    tracing::error!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = %channel, reason = %why, like_this_since_last = left_out, "notification FAILED (one line per reason a minute; the others are counted); `klaxon deliveries` lists them all, `klaxon deliveries retry` sends them again once fixed");
+                }
                 self.deliveries.record_failure(&Job::Notify(job.clone()), Some(channel), why).await?;
                 Ok(())
             }
@@ -285,7 +299,9 @@ impl Notifier {
         channel: Option<String>,
         reason: String,
     ) -> Result<(), JobError> {
-        tracing::warn!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = channel.as_deref().unwrap_or("(none)"), reason = %reason, "notification NOT delivered");
+        if let Some(left_out) = self.warnings.admit(&reason) {
+            tracing::warn!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = channel.as_deref().unwrap_or("(none)"), reason = %reason, like_this_since_last = left_out, "notification NOT delivered (one line per reason a minute; the others are counted)");
+        }
         let record = DeliveryRecord {
             job_id: job.job_id.clone(),
             at: jiff::Timestamp::now(),
