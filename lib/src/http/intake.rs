@@ -245,7 +245,7 @@ async fn mattermost_intake(
         return Err(bad_request("the message holds nothing to act on"));
     };
     let result = with_deadline(INTAKE_DEADLINE, state.intake().apply(&event)).await?;
-    tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "mattermost trigger");
+    tracing::info!(source = %source.id, alert_id = %result.alert_id.as_deref().unwrap_or("-"), outcome = ?result.outcome, deduplicated = result.deduplicated, "mattermost trigger");
     let text = mattermost_reply(&state, &source.id, &hook.user_name, &result);
     Ok(comment(StatusCode::OK, text, json!({ "klaxon": result })))
 }
@@ -341,7 +341,7 @@ pub async fn particle_hook(
         Interpretation::Event(e) => e,
     };
     let result = with_deadline(INTAKE_DEADLINE, state.intake().apply(&event)).await?;
-    tracing::info!(source = %source.id, alert_id = ?result.alert_id, outcome = ?result.outcome, deduplicated = result.deduplicated, "particle event");
+    tracing::info!(source = %source.id, alert_id = %result.alert_id.as_deref().unwrap_or("-"), outcome = ?result.outcome, deduplicated = result.deduplicated, "particle event");
     let status = match (&result.outcome, result.status) {
         (Outcome::NoOpenAlert, _) => "no open alert".to_string(),
         (_, Some(s)) => s.to_string(),
