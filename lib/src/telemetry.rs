@@ -38,9 +38,10 @@ pub fn init() {
 
 /// Lets one log line of a kind through per interval and counts the rest. In a storm, a problem
 /// every job meets (no Mattermost configured, a revoked bot token) would otherwise be written
-/// once per alert: thousands of identical lines a second, which cost the storm a fifth of its
-/// CPU (`lib/benches/load/README.md`) and bury everything else. Each job's outcome is in its
-/// delivery record whatever the log says.
+/// once per alert: thousands of identical lines a second that bury everything else (with the
+/// request line, also at info then, they cost a storm 10-15 % of its new alerts a second:
+/// `lib/benches/load/README.md`). Each job's outcome is in its delivery record whatever the log
+/// says.
 pub struct Throttle {
     every: std::time::Duration,
     kinds: std::sync::Mutex<std::collections::HashMap<String, Passed>>,

@@ -166,7 +166,8 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
                 .on_request(())
                 // One line per request at debug only: each intake request logs its outcome (and
                 // every refusal or failure logs why) inside this span, which names the route. At
-                // info, a second line per alert cost a storm about a tenth of its CPU.
+                // info, with a warning per notification job, it cost a storm 10-15 % of its
+                // new alerts a second (`lib/benches/load/README.md`).
                 .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
                 .on_failure(()),
         )

@@ -61,7 +61,7 @@ pub struct Notifier {
     /// Told when a job is handled, so that its outbox item goes (DynamoDB only).
     outbox: Option<super::outbox::Outbox>,
     /// Keeps a problem every job meets from writing a log line per job.
-    pub(super) warnings: crate::telemetry::Throttle,
+    warnings: crate::telemetry::Throttle,
 }
 
 /// Where Notifier's repositories and clients come from.
