@@ -85,7 +85,24 @@ for name, res in template["Resources"].items():
     ssm = [p["SSMParameterWithSlashPrefixReadPolicy"] for p in policies if "SSMParameterWithSlashPrefixReadPolicy" in p]
     check(ssm == [{"ParameterName": {"Fn::Sub": "/${SecretsPrefix}/*"}}], f"{name}: reads SSM under /<SecretsPrefix>/ only: {ssm}")
 
-# 6. The template, as SAM sees it.
+# 6. Every function logs JSON to a log group of its own that keeps its logs LogRetentionDays days
+#    (a log group Lambda creates by itself keeps them, and bills them, forever).
+resources = template["Resources"]
+groups = []
+for name, res in resources.items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    logging = res["Properties"].get("LoggingConfig", {})
+    group = logging.get("LogGroup", {}).get("Ref") if isinstance(logging.get("LogGroup"), dict) else None
+    groups.append(group)
+    target = resources.get(group, {})
+    check(logging.get("LogFormat") == "JSON", f"{name}: logs JSON lines: {logging}")
+    check(target.get("Type") == "AWS::Logs::LogGroup"
+          and target.get("Properties", {}).get("RetentionInDays") == {"Ref": "LogRetentionDays"},
+          f"{name}: logs to a log group with the LogRetentionDays retention: {group} {target}")
+check(len(set(groups)) == len(groups), f"each function has a log group of its own: {groups}")
+
+# 7. The template, as SAM sees it.
 env = dict(os.environ, SAM_CLI_TELEMETRY="0", AWS_REGION=os.environ.get("AWS_REGION", "us-east-1"))
 sam = os.path.join(os.path.dirname(sys.executable), "sam")
 run = subprocess.run([sam, "validate", "--lint"], cwd=ROOT, env=env, capture_output=True, text=True)
