@@ -60,8 +60,6 @@ pub struct Notifier {
     timers: Option<Arc<dyn crate::queue::Queue>>,
     /// Told when a job is handled, so that its outbox item goes (DynamoDB only).
     outbox: Option<super::outbox::Outbox>,
-    /// Keeps a problem every job meets from writing a log line per job.
-    warnings: crate::telemetry::Throttle,
 }
 
 /// Where Notifier's repositories and clients come from.
@@ -107,6 +105,10 @@ impl From<RepoError> for Failure {
     }
 }
 
+/// Keeps a problem every job meets from writing a log line per job. Process-wide, so that it
+/// holds across the invocations of a warm Lambda (each makes its own `Notifier`).
+static UNDELIVERED: std::sync::LazyLock<crate::telemetry::Throttle> =
+    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(WARN_EVERY));
 /// In a Mattermost outage every call fails alike: one line per reason a minute, not one per call.
 static CALL_RETRIES: std::sync::LazyLock<crate::telemetry::Throttle> =
     std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(WARN_EVERY));
@@ -151,7 +153,6 @@ impl Notifier {
             buttons: p.buttons,
             timers: p.timers,
             outbox: p.outbox,
-            warnings: crate::telemetry::Throttle::new(WARN_EVERY),
         }
     }
 
@@ -246,7 +247,7 @@ impl Notifier {
             }
             Err(Failure::Transient(why)) => Err(JobError::Transient(why)),
             Err(Failure::Permanent(why)) => {
-                if let Some(left_out) = self.warnings.admit(&why) {
+                if let Some(left_out) = UNDELIVERED.admit(&why) {
                     tracing::error!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = %channel, reason = %why, like_this_since_last = left_out, "notification FAILED (one line per reason a minute; the others are counted); `klaxon deliveries` lists them all, `klaxon deliveries retry` sends them again once fixed");
                 }
                 self.deliveries.record_failure(&Job::Notify(job.clone()), Some(channel), why).await?;
@@ -299,7 +300,7 @@ impl Notifier {
         channel: Option<String>,
         reason: String,
     ) -> Result<(), JobError> {
-        if let Some(left_out) = self.warnings.admit(&reason) {
+        if let Some(left_out) = UNDELIVERED.admit(&reason) {
             tracing::warn!(job_id = %job.job_id, event = %job.event, subject = %job.subject.id(), channel = channel.as_deref().unwrap_or("(none)"), reason = %reason, like_this_since_last = left_out, "notification NOT delivered (one line per reason a minute; the others are counted)");
         }
         let record = DeliveryRecord {
