@@ -60,6 +60,11 @@ impl Throttle {
         Throttle { every, kinds: Default::default() }
     }
 
+    /// One line of a kind a minute: what the notifier's problems use.
+    pub fn per_minute() -> Self {
+        Throttle::new(std::time::Duration::from_secs(60))
+    }
+
     /// `Some(n)`: log this one, saying that `n` lines of its kind were left out since the last
     /// one logged; `None`: leave it out (it is counted).
     pub fn admit(&self, kind: &str) -> Option<u64> {

@@ -109,7 +109,7 @@ enum Outcome {
 
 /// In a Mattermost outage every job fails alike: one line per error a minute, not one per job.
 static RETRIED: std::sync::LazyLock<crate::telemetry::Throttle> =
-    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(std::time::Duration::from_secs(60)));
+    std::sync::LazyLock::new(crate::telemetry::Throttle::per_minute);
 
 /// One group's records, in order; after a failure the rest are failed without being tried.
 async fn run_lane<'a>(handler: &dyn JobHandler, lane: Vec<&'a Record>) -> Vec<(&'a str, Outcome)> {

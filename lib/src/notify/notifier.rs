@@ -41,9 +41,6 @@ pub(super) const NO_MATTERMOST: &str = "no Mattermost is configured (add a [matt
 /// In an alert storm, a card's count is updated at most this often (a few dozen calls for a
 /// thousand repeats); the last count always arrives through a delayed refresh.
 pub const REPEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// A job not delivered, or failed for good, is logged once a minute per reason (with the count
-/// of the others); each job's outcome is in its delivery record.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Notifier {
     pub(super) config: Arc<Config>,
@@ -105,13 +102,15 @@ impl From<RepoError> for Failure {
     }
 }
 
-/// Keeps a problem every job meets from writing a log line per job. Process-wide, so that it
-/// holds across the invocations of a warm Lambda (each makes its own `Notifier`).
+/// Keeps a problem every job meets (not delivered, failed for good) from writing a log line per
+/// job: one per reason a minute, with the count of the others; each job's outcome is in its
+/// delivery record. Process-wide, so that it holds across the invocations of a warm Lambda
+/// (each makes its own `Notifier`).
 static UNDELIVERED: std::sync::LazyLock<crate::telemetry::Throttle> =
-    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(WARN_EVERY));
+    std::sync::LazyLock::new(crate::telemetry::Throttle::per_minute);
 /// In a Mattermost outage every call fails alike: one line per reason a minute, not one per call.
 static CALL_RETRIES: std::sync::LazyLock<crate::telemetry::Throttle> =
-    std::sync::LazyLock::new(|| crate::telemetry::Throttle::new(WARN_EVERY));
+    std::sync::LazyLock::new(crate::telemetry::Throttle::per_minute);
 
 /// Calls `f` up to [`CALL_ATTEMPTS`] times while it fails transiently, waiting what a 429 asks
 /// (up to [`MAX_INLINE_WAIT`]) or a short backoff.
