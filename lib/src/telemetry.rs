@@ -44,7 +44,15 @@ pub fn init() {
 /// says.
 pub struct Throttle {
     every: std::time::Duration,
-    kinds: std::sync::Mutex<std::collections::HashMap<String, Passed>>,
+    kinds: std::sync::Mutex<Kinds>,
+}
+
+#[derive(Default)]
+struct Kinds {
+    passed: std::collections::HashMap<String, Passed>,
+    /// When the full memory was last swept of kinds not seen for an interval: at most once an
+    /// interval, so that a flood of distinct kinds does not sweep it on every line.
+    swept: Option<std::time::Instant>,
 }
 
 struct Passed {
@@ -52,7 +60,8 @@ struct Passed {
     left_out: u64,
 }
 
-/// Kinds remembered at most; past this, kinds not seen for an interval are forgotten.
+/// Kinds remembered at most; past this, kinds not seen for an interval are forgotten (swept at
+/// most once an interval), and a new kind that finds no room is logged every time.
 const THROTTLE_KINDS: usize = 1024;
 
 impl Throttle {
@@ -69,7 +78,8 @@ impl Throttle {
     /// one logged; `None`: leave it out (it is counted).
     pub fn admit(&self, kind: &str) -> Option<u64> {
         let now = std::time::Instant::now();
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let Kinds { passed: kinds, swept } = &mut *guard;
         if let Some(passed) = kinds.get_mut(kind) {
             if now.duration_since(passed.at) < self.every {
                 passed.left_out += 1;
@@ -79,8 +89,9 @@ impl Throttle {
             passed.at = now;
             return Some(left_out);
         }
-        if kinds.len() >= THROTTLE_KINDS {
+        if kinds.len() >= THROTTLE_KINDS && swept.is_none_or(|at| now.duration_since(at) >= self.every) {
             kinds.retain(|_, p| now.duration_since(p.at) < self.every);
+            *swept = Some(now);
         }
         if kinds.len() < THROTTLE_KINDS {
             kinds.insert(kind.to_string(), Passed { at: now, left_out: 0 });
@@ -116,5 +127,20 @@ mod tests {
         assert_eq!(throttle.admit("one more"), Some(0));
         assert_eq!(throttle.admit("one more"), Some(0));
         assert_eq!(throttle.admit("kind 0"), None, "the kinds remembered are still held back");
+    }
+
+    #[test]
+    fn a_full_memory_forgets_old_kinds_at_the_next_sweep() {
+        let throttle = Throttle::new(Duration::from_millis(200));
+        for i in 0..super::THROTTLE_KINDS {
+            assert_eq!(throttle.admit(&format!("kind {i}")), Some(0));
+        }
+        assert_eq!(throttle.admit("early"), Some(0), "full of recent kinds: logged, not remembered");
+        assert_eq!(throttle.admit("early"), Some(0), "and the sweep that found nothing is not repeated");
+        std::thread::sleep(Duration::from_millis(250));
+        // An interval later the old kinds are swept away, and the new one is remembered.
+        assert_eq!(throttle.admit("late"), Some(0));
+        assert_eq!(throttle.admit("late"), None, "remembered once there was room");
+        assert_eq!(throttle.admit("kind 1"), Some(0), "swept kinds start over");
     }
 }
