@@ -30,6 +30,7 @@
 
 mod checkpoint;
 mod page_cache;
+mod read_ahead;
 mod wal_writes;
 mod write_back;
 mod writer;

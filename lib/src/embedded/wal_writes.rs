@@ -7,7 +7,8 @@
 //! anything else with that file: syncs it (every commit does), reads it, asks its size,
 //! truncates it, closes it, or writes elsewhere in it. Every other file (the database, its
 //! shared memory) passes straight through; a database file's writes are also reported to
-//! [`write_back`], which paces the checkpointer's.
+//! [`write_back`], which paces the checkpointer's, and a database file is read without the
+//! kernel's read-ahead ([`read_ahead`]).
 //!
 //! Why it is safe: with `synchronous = FULL` (every Klaxon connection sets it before writing)
 //! SQLite syncs the WAL before it publishes a commit's frames to readers (the WAL index), and
@@ -20,7 +21,7 @@
 //! The same VFS skips the checkpointer's syncs of the WAL, which have nothing to write (see
 //! [`commits_sync_the_wal`]).
 
-use super::write_back;
+use super::{read_ahead, write_back};
 use rusqlite::ffi;
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -176,6 +177,11 @@ unsafe extern "C" fn open(
                 close_real(real);
             }
             return rc;
+        }
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0
+            && let read_ahead::Advice::NotGiven(why) = read_ahead::advise_random(root, real, name)
+        {
+            tracing::debug!(reason = why, "the database file is read with the kernel's read-ahead");
         }
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
             (*ours).gathered = Some(Box::new(Gathered { offset: 0, bytes: Vec::new() }));
