@@ -5,8 +5,7 @@
 //! are cached, taking it for a stream: up to `read_ahead_kb` at once (8 MB on the build
 //! machine). A large database of which only some pages were dropped from the page cache (memory
 //! pressure, or this VM's proactive reclaim of pages untouched for a minute, after a quiet
-//! spell) is exactly that: its lookups read around every page they need, and what they read
-//! pushes out what a storm needs next. Measured on a 776,000-alert database with about half its
+//! spell) is exactly that: its lookups read megabytes around the pages they need. Measured on a 776,000-alert database with about half its
 //! pages dropped, a fresh `klaxon serve`, 20 s at 64 senders then 20 s at 8, three alternating
 //! pairs: 6,427, 7,913 and 7,605 new alerts/s at 64 senders (p99 182, 31, 36 ms) and 5,068,
 //! 5,855 and 6,004/s at 8 (p99 72, 8, 27 ms) with the advice below, against 5,714, 7,340 and
@@ -17,7 +16,8 @@
 //! random (`posix_fadvise` with `POSIX_FADV_RANDOM`): each miss reads the pages asked for.
 //!
 //! How: SQLite keeps the descriptor inside its unix VFS's file (`struct unixFile` in sqlite3.c:
-//! three pointers, then the descriptor, unchanged since SQLite 3.7). The VFS in `wal_writes`
+//! three pointers, then the descriptor, in the SQLite that rusqlite bundles here, 3.54; should
+//! a later one move it, the check below finds another file or none, and nothing is advised). The VFS in `wal_writes`
 //! hands each database file it opens to [`advise_random`], which reads the descriptor there only
 //! if the file was opened by a unix VFS, and advises it only if it is the very file SQLite was
 //! asked to open (same device and inode). Advice changes nothing SQLite relies on, only how
