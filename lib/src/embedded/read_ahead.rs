@@ -57,25 +57,25 @@ pub(super) unsafe fn advise_random(
     // SAFETY: `root` is a registered VFS, whose name is a C string; `real` holds at least
     // `szOsFile` bytes, and a unix VFS's file starts with `UnixFileHead`.
     unsafe {
-        if name.is_null() || (*root).zName.is_null() {
+        if name.is_null() {
             return Advice::NotGiven("the file has no name");
         }
-        if !CStr::from_ptr((*root).zName).to_bytes().starts_with(b"unix") {
+        if (*root).zName.is_null() || !CStr::from_ptr((*root).zName).to_bytes().starts_with(b"unix") {
             return Advice::NotGiven("SQLite's default VFS is not its unix VFS");
         }
-        if usize::try_from((*root).szOsFile).is_ok_and(|n| n < std::mem::size_of::<UnixFileHead>()) {
+        if !usize::try_from((*root).szOsFile).is_ok_and(|n| n >= std::mem::size_of::<UnixFileHead>()) {
             return Advice::NotGiven("SQLite's unix VFS file is smaller than expected");
         }
-        let fd = (*real.cast::<UnixFileHead>()).fd;
-        let Ok(path) = CStr::from_ptr(name).to_str() else { return Advice::NotGiven("the file's name is not UTF-8") };
-        advise_descriptor(fd, std::path::Path::new(path))
+        advise_descriptor((*real.cast::<UnixFileHead>()).fd, CStr::from_ptr(name))
     }
 }
 
-/// Advises `fd` if it is a descriptor of the file at `path`.
+/// Advises `fd` if it is a descriptor of the file named `name`.
 #[cfg(target_os = "linux")]
-fn advise_descriptor(fd: c_int, path: &std::path::Path) -> Advice {
+fn advise_descriptor(fd: c_int, name: &CStr) -> Advice {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
     let Ok(named) = std::fs::metadata(path) else { return Advice::NotGiven("the file's name does not stat") };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a `stat` into the space given, and only reads the descriptor number
@@ -96,7 +96,7 @@ fn advise_descriptor(fd: c_int, path: &std::path::Path) -> Advice {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_descriptor(_fd: c_int, _path: &std::path::Path) -> Advice {
+fn advise_descriptor(_fd: c_int, _name: &CStr) -> Advice {
     Advice::NotGiven("read-ahead advice is only given on Linux")
 }
 
@@ -128,6 +128,7 @@ mod tests {
     fn evict(path: &std::path::Path) {
         let file = std::fs::File::open(path).unwrap();
         file.sync_all().unwrap();
+        // SAFETY: a plain system call on a descriptor open here; no memory is passed.
         assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
     }
 
@@ -183,6 +184,11 @@ mod tests {
         assert!(cached >= 3 << 20, "only {cached} bytes of the file are cached after reading about 2 MB");
     }
 
+    fn c_name(path: &std::path::Path) -> std::ffi::CString {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+    }
+
     #[test]
     fn advice_is_given_only_to_a_descriptor_of_the_named_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -190,11 +196,56 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, b"x").unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        assert_eq!(advise_descriptor(file.as_raw_fd(), &path), Advice::Given);
+        assert_eq!(advise_descriptor(file.as_raw_fd(), &c_name(&path)), Advice::Given);
         assert_eq!(
-            advise_descriptor(file.as_raw_fd(), &other),
+            advise_descriptor(file.as_raw_fd(), &c_name(&other)),
             Advice::NotGiven("the descriptor found is not the database file's")
         );
-        assert_eq!(advise_descriptor(-1, &path), Advice::NotGiven("the descriptor found does not stat"));
+        assert_eq!(advise_descriptor(-1, &c_name(&path)), Advice::NotGiven("the descriptor found does not stat"));
+        assert_eq!(
+            advise_descriptor(file.as_raw_fd(), &c_name(&dir.path().join("gone"))),
+            Advice::NotGiven("the file's name does not stat")
+        );
+    }
+
+    #[test]
+    fn no_descriptor_is_read_from_a_file_another_vfs_opened() {
+        // A file whose descriptor sits where a unix VFS keeps it: only a VFS named unix*, with
+        // files at least that large, is trusted to have put it there.
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(&dir);
+        let file = std::fs::File::open(&path).unwrap();
+        let head = UnixFileHead {
+            methods: std::ptr::null(),
+            vfs: std::ptr::null(),
+            inode: std::ptr::null(),
+            fd: file.as_raw_fd(),
+        };
+        let real = std::ptr::from_ref(&head).cast::<ffi::sqlite3_file>();
+        let name = c_name(&path);
+        let vfs = |vfs_name: &CStr, size: usize| {
+            // SAFETY: every field of sqlite3_vfs is an integer, a raw pointer or an optional
+            // function pointer, for which all zeroes is a valid value.
+            let mut vfs: ffi::sqlite3_vfs = unsafe { std::mem::zeroed() };
+            vfs.zName = vfs_name.as_ptr();
+            vfs.szOsFile = c_int::try_from(size).unwrap();
+            vfs
+        };
+        let size = std::mem::size_of::<UnixFileHead>();
+        let advise = |v: &ffi::sqlite3_vfs, name: *const c_char| {
+            // SAFETY: `real` points to a `UnixFileHead` (what a unix VFS's file starts with),
+            // and `name` is null or a C string.
+            unsafe { advise_random(v, real, name) }
+        };
+        assert_eq!(advise(&vfs(c"unix", size), name.as_ptr()), Advice::Given);
+        assert_eq!(
+            advise(&vfs(c"memdb", size), name.as_ptr()),
+            Advice::NotGiven("SQLite's default VFS is not its unix VFS")
+        );
+        assert_eq!(
+            advise(&vfs(c"unix", size - 1), name.as_ptr()),
+            Advice::NotGiven("SQLite's unix VFS file is smaller than expected")
+        );
+        assert_eq!(advise(&vfs(c"unix", size), std::ptr::null()), Advice::NotGiven("the file has no name"));
     }
 }
