@@ -6,6 +6,7 @@
 
 pub mod fake_mattermost;
 pub mod faulty;
+pub mod point_partitions;
 pub mod queue_contract;
 pub mod store_contract;
 
@@ -70,6 +71,18 @@ pub async fn sqlite_store() -> Option<TestStore> {
     let (db, dir) = temp_db();
     let store = SqliteStore::new(db).expect("sqlite store");
     Some(TestStore { store: Arc::new(store), _dir: Some(dir) })
+}
+
+/// [`sqlite_store`] with every partition a point partition ([`point_partitions`]).
+pub async fn sqlite_point_store() -> Option<TestStore> {
+    let t = sqlite_store().await?;
+    Some(TestStore { store: Arc::new(point_partitions::InPointPartitions(t.store)), _dir: t._dir })
+}
+
+/// [`dynamo_store`] with every partition a point partition ([`point_partitions`]).
+pub async fn dynamo_point_store() -> Option<TestStore> {
+    let t = dynamo_store().await?;
+    Some(TestStore { store: Arc::new(point_partitions::InPointPartitions(t.store)), _dir: t._dir })
 }
 
 pub async fn dynamo_store() -> Option<TestStore> {

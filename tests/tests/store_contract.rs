@@ -8,6 +8,16 @@ mod dynamodb {
     klaxon_tests::store_contract_tests!(klaxon_tests::dynamo_store);
 }
 
+/// The same contract in point partitions, which the embedded store keeps in a table of their
+/// own with an index in memory.
+mod sqlite_point_partitions {
+    klaxon_tests::store_contract_tests!(klaxon_tests::sqlite_point_store);
+}
+
+mod dynamodb_point_partitions {
+    klaxon_tests::store_contract_tests!(klaxon_tests::dynamo_point_store);
+}
+
 /// The embedded store deletes what has expired (seen and delivery records), in batches, so
 /// that klaxon.db does not grow without bound. (DynamoDB's TTL does this on AWS.)
 mod sqlite_housekeeping {

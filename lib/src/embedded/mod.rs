@@ -31,6 +31,7 @@
 mod checkpoint;
 mod page_cache;
 mod read_ahead;
+pub(crate) mod tx_state;
 mod wal_writes;
 mod write_back;
 mod writer;
@@ -110,6 +111,8 @@ pub struct Db {
     path: PathBuf,
     /// Woken whenever a committed write put a message into an embedded queue.
     queued: Arc<Notify>,
+    /// The in-memory states that follow the writer's transactions ([`tx_state`]).
+    states: Arc<std::sync::Mutex<tx_state::States>>,
 }
 
 impl Db {
@@ -135,9 +138,11 @@ impl Db {
         let wal_pages = Arc::new(AtomicI64::new(0));
         let thread_path = path.to_path_buf();
         let (writer_gate, writer_wal_pages) = (gate.clone(), wal_pages.clone());
+        let states = Arc::new(std::sync::Mutex::new(tx_state::States::default()));
+        let writer_states = states.clone();
         std::thread::Builder::new()
             .name("klaxon-db-writer".into())
-            .spawn(move || write_loop(conn, jobs, committed, writer_wal_pages, writer_gate, thread_path))
+            .spawn(move || write_loop(conn, jobs, committed, writer_wal_pages, writer_gate, writer_states, thread_path))
             .map_err(|e| DbError::Worker(format!("cannot start the database writer: {e}")))?;
         std::thread::Builder::new()
             .name("klaxon-db-checkpoint".into())
@@ -148,7 +153,18 @@ impl Db {
             readers: Arc::new(std::sync::Mutex::new(Vec::new())),
             path: path.to_path_buf(),
             queued: Arc::new(Notify::new()),
+            states,
         })
+    }
+
+    /// This database's in-memory state of type `T` (made by `make` the first time any caller
+    /// asks), which the writer keeps in step with its transactions: change it only inside
+    /// writer jobs ([`Db::run`], [`Db::run_or_rollback`], [`Db::setup`]); see [`tx_state`].
+    pub(crate) fn tx_state<T: tx_state::TxState + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Arc<std::sync::Mutex<T>> {
+        tx_state::lock(&self.states).get_or_make(make)
     }
 
     pub fn path(&self) -> &Path {

@@ -1,6 +1,7 @@
 //! The writer thread: every write call is a job sent to it; it runs the jobs waiting in one
 //! transaction, commits once and then answers each caller (why: the module documentation, in `mod.rs`).
 
+use super::tx_state::{self, States};
 use super::{BACKGROUND_BUSY_TIMEOUT, DbError, is_busy};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::PathBuf;
@@ -130,6 +131,7 @@ pub(super) fn write_loop(
     committed: mpsc::SyncSender<()>,
     wal_pages: Arc<AtomicI64>,
     gate: Arc<std::sync::Mutex<()>>,
+    states: Arc<std::sync::Mutex<States>>,
     path: PathBuf,
 ) {
     if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}")) {
@@ -207,8 +209,20 @@ pub(super) fn write_loop(
                 continue;
             }
         };
+        // The in-memory states that follow the transaction (`tx_state`) learn what other
+        // connections committed before any job runs.
+        let states = tx_state::Group::new(&states);
+        if let Err(e) = states.begin(&tx) {
+            states.end(false);
+            drop(tx);
+            drop(writing);
+            for job in group.drain(..) {
+                job.work.refuse(DbError::Commit(e.to_string()));
+            }
+            continue;
+        }
         let failed = if careful {
-            run_carefully(tx, &mut group)
+            run_carefully(tx, &mut group, &states)
         } else {
             // A job that panics must not take the writer (and every later write) with it.
             let kept = group.iter_mut().all(|job| {
@@ -219,12 +233,16 @@ pub(super) fn write_loop(
                 if let Err(e) = tx.rollback() {
                     tracing::warn!(error = %e, "rolling back a group to run it again failed; SQLite rolls it back when the next one begins");
                 }
+                states.end(false);
                 drop(writing);
                 careful = true;
                 continue;
             }
             tx.commit().err().map(|e| e.to_string())
         };
+        // A commit that failed was rolled back (rusqlite rolls back a transaction it could not
+        // commit), and so is everything the jobs changed beside it.
+        states.end(failed.is_none());
         drop(writing);
         match &failed {
             Some(e) => {
@@ -242,12 +260,17 @@ pub(super) fn write_loop(
 /// Runs each job of `group` in its own savepoint of `tx`, so that a job that fails undoes only
 /// its own writes, and commits. Answers why the group was not committed, if it was not: then
 /// the jobs it could not run were answered already and taken out of `group`.
-fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>) -> Option<String> {
+fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>, states: &tx_state::Group) -> Option<String> {
     const HALFWAY: &str = "a write in its group failed halfway, so the group was rolled back";
     for (index, job) in group.iter_mut().enumerate() {
+        let marks = states.marks();
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_savepoint(&tx, job.work.as_mut())));
         let refused = match ran {
-            Ok(Ok(())) => continue,
+            Ok(Ok(true)) => continue,
+            Ok(Ok(false)) => {
+                states.undo_to(&marks);
+                continue;
+            }
             Ok(Err(e)) => DbError::Sqlite(e),
             Err(_) => DbError::Worker("a database job failed unexpectedly (a bug); nothing of it was written".into()),
         };
@@ -268,15 +291,17 @@ fn run_carefully(tx: Transaction<'_>, group: &mut Vec<Job>) -> Option<String> {
     tx.commit().err().map(|e| e.to_string())
 }
 
-/// Runs `work` in a savepoint that is rolled back unless it keeps its writes. An error here is
-/// the savepoint's own: the transaction cannot go on.
-fn in_savepoint(tx: &Transaction<'_>, work: &mut dyn Work) -> rusqlite::Result<()> {
+/// Runs `work` in a savepoint that is rolled back unless it keeps its writes; true if it kept
+/// them. An error here is the savepoint's own: the transaction cannot go on.
+fn in_savepoint(tx: &Transaction<'_>, work: &mut dyn Work) -> rusqlite::Result<bool> {
     savepoint(tx, "SAVEPOINT job")?;
     if work.run(tx) {
-        savepoint(tx, "RELEASE job")
+        savepoint(tx, "RELEASE job")?;
+        Ok(true)
     } else {
         savepoint(tx, "ROLLBACK TO job")?;
-        savepoint(tx, "RELEASE job")
+        savepoint(tx, "RELEASE job")?;
+        Ok(false)
     }
 }
 

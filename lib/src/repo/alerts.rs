@@ -2,7 +2,7 @@
 
 use super::{RepoError, Versioned, counter, create_write, decode, update_write};
 use crate::domain::Alert;
-use crate::store::{Condition, Item, Store, StoreError, Write};
+use crate::store::{Condition, Item, POINT_PARTITION_PREFIX, Store, StoreError, Write};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -14,8 +14,9 @@ fn alert_pk(id: &str) -> String {
     format!("alert#{id}")
 }
 
+/// In a point partition ([`crate::store::POINT_PARTITION_PREFIX`]): only ever read by key.
 fn open_pk(source: &str, dedup_key: &str) -> String {
-    format!("open#{source}#{dedup_key}")
+    format!("{POINT_PARTITION_PREFIX}{source}#{dedup_key}")
 }
 
 impl AlertRepo {

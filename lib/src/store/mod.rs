@@ -98,6 +98,14 @@ impl Write {
     }
 }
 
+/// Partitions whose key starts with this are *point partitions*: read and written only by
+/// exact key, never a page at a time on a hot path, and written at random places (one per
+/// device: the open-alert index and the delivery records beside it). An adapter may keep them
+/// apart: the embedded store appends them to a table of their own, found through an index in
+/// memory (`store::sqlite::points`); DynamoDB needs nothing. Every operation holds for them as
+/// for any partition.
+pub const POINT_PARTITION_PREFIX: &str = "open#";
+
 /// DynamoDB's limits, enforced by both adapters so that code tested locally does not fail on AWS.
 pub const MAX_TRANSACTION_WRITES: usize = 100;
 /// Keys in one [`Store::get_many`] (DynamoDB's `BatchGetItem` limit).

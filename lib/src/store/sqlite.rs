@@ -4,9 +4,14 @@ use super::{
     Condition, Decide, Decided, Item, PageQuery, ReadNow, Store, StoreError, Write, check_batch_get, check_key,
     check_write, condition_holds, found, now_unix, validate_transaction,
 };
+use crate::embedded::tx_state::lock;
 use crate::embedded::{Db, DbError};
 use async_trait::async_trait;
+use points::{Points, is_point};
 use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::{Arc, Mutex};
+
+mod points;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS items (
@@ -48,9 +53,19 @@ const QUERY_PAGE: &str = "SELECT pk, sk, version, data, expires_at FROM items
        AND (expires_at IS NULL OR expires_at > ?3)
      ORDER BY sk";
 
+/// [`QUERY_PAGE`] in a point partition ([`points`]): nothing reads those a page at a time, so
+/// it reads the whole table (kept for the store's contract, which holds for every partition).
+const POINT_QUERY_PAGE: &str = "SELECT pk, sk, version, data, expires_at FROM point_items
+     WHERE pk = ?1 AND substr(sk, 1, length(?2)) = ?2
+       AND (?4 IS NULL OR sk > ?4)
+       AND (expires_at IS NULL OR expires_at > ?3)
+     ORDER BY sk";
+
 #[derive(Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// The index of the point partitions' rows ([`points`]), shared with the writer.
+    points: Arc<Mutex<Points>>,
 }
 
 impl From<DbError> for StoreError {
@@ -61,7 +76,9 @@ impl From<DbError> for StoreError {
 
 impl SqliteStore {
     pub fn new(db: Db) -> Result<Self, StoreError> {
-        db.setup(|tx| {
+        let points = db.tx_state(Points::new);
+        let moving = points.clone();
+        db.setup(move |tx| {
             tx.execute_batch(SCHEMA)?;
             let has_written: bool =
                 tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('items') WHERE name = 'written'", [], |r| {
@@ -70,16 +87,79 @@ impl SqliteStore {
             if !has_written {
                 tx.execute_batch("ALTER TABLE items ADD COLUMN written INTEGER")?;
             }
-            tx.execute_batch(EXPIRY_INDEX)
+            tx.execute_batch(EXPIRY_INDEX)?;
+            tx.execute_batch(points::SCHEMA)?;
+            tx.execute_batch(points::MOVE_FROM_ITEMS)?;
+            let moved = lock(&moving).index_new_rows(tx)?;
+            if moved > 0 {
+                tracing::info!(items = moved, "moved the open-alert index into its own table");
+            }
+            Ok(())
         })?;
         // Transactions may queue messages (`Write::Enqueue`), so the queue's tables exist too.
         crate::queue::sqlite::create_tables(&db)
             .map_err(|e| StoreError::Backend { backend: "SQLite store", message: e.to_string() })?;
-        Ok(SqliteStore { db })
+        tracing::debug!(items = lock(&points).len(), "point partitions indexed");
+        Ok(SqliteStore { db, points })
+    }
+
+    /// Reads `keys` (and `query`'s page, if any) on the writer when a point partition is
+    /// among them (their index lives there), on a reader connection otherwise.
+    async fn read_keys<T: Send + 'static>(
+        &self,
+        keys: Vec<(String, String)>,
+        query: Option<(String, String, usize)>,
+        done: fn(Vec<Option<Item>>, Vec<Item>) -> T,
+    ) -> Result<T, StoreError> {
+        let now = now_unix();
+        if keys.iter().any(|(pk, _)| is_point(pk)) {
+            let points = self.points.clone();
+            return Ok(self
+                .db
+                .run(move |tx| {
+                    let items = keys
+                        .iter()
+                        .map(|(pk, sk)| live_in(tx, &points, pk, sk, now))
+                        .collect::<rusqlite::Result<_>>()?;
+                    let page = match &query {
+                        Some((pk, prefix, limit)) => page(tx, pk, prefix, now, None, *limit)?,
+                        None => Vec::new(),
+                    };
+                    Ok(done(items, page))
+                })
+                .await?);
+        }
+        Ok(self
+            .db
+            .read(move |tx| {
+                let items = keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect::<rusqlite::Result<_>>()?;
+                let page = match &query {
+                    Some((pk, prefix, limit)) => page(tx, pk, prefix, now, None, *limit)?,
+                    None => Vec::new(),
+                };
+                Ok(done(items, page))
+            })
+            .await?)
     }
 }
 
+/// The live item under the key, on the writer (a point partition's is found through the index).
+fn live_in(
+    tx: &rusqlite::Connection,
+    points: &Mutex<Points>,
+    pk: &str,
+    sk: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Item>> {
+    if is_point(pk) {
+        return Ok(lock(points).find(tx, pk, sk)?.filter(|r| r.is_live(now)).map(|r| r.item));
+    }
+    live_item(tx, pk, sk, now)
+}
+
+/// The live item under a key outside the point partitions.
 fn live_item(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<Item>> {
+    debug_assert!(!is_point(pk), "a point partition's item is read through its index (`live_in`)");
     tx.prepare_cached(
         "SELECT pk, sk, version, data, expires_at FROM items
          WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
@@ -97,7 +177,7 @@ fn page(
     after: Option<&str>,
     limit: usize,
 ) -> rusqlite::Result<Vec<Item>> {
-    let mut stmt = tx.prepare_cached(QUERY_PAGE)?;
+    let mut stmt = tx.prepare_cached(if is_point(pk) { POINT_QUERY_PAGE } else { QUERY_PAGE })?;
     let rows = stmt.query_map(params![pk, prefix, now, after], row_to_item)?;
     rows.take(limit).collect()
 }
@@ -115,13 +195,14 @@ fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
 /// What a decision on the writer reads: the transaction it is about to write in.
 struct TxReads<'a> {
     tx: &'a Transaction<'a>,
+    points: &'a Mutex<Points>,
     now: i64,
 }
 
 impl ReadNow for TxReads<'_> {
     fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
         check_batch_get(keys)?;
-        keys.iter().map(|(pk, sk)| live_item(self.tx, pk, sk, self.now).map_err(sqlite_error)).collect()
+        keys.iter().map(|(pk, sk)| live_in(self.tx, self.points, pk, sk, self.now).map_err(sqlite_error)).collect()
     }
 
     fn page(&self, query: &PageQuery<'_>) -> Result<Vec<Item>, StoreError> {
@@ -136,9 +217,14 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 
 /// Applies `writes` in order inside `tx`; the first whose condition fails fails them all (the
 /// caller rolls back).
-fn apply_all(tx: &Transaction<'_>, writes: &[Write], now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
+fn apply_all(
+    tx: &Transaction<'_>,
+    points: &Mutex<Points>,
+    writes: &[Write],
+    now: i64,
+) -> Result<Result<(), StoreError>, rusqlite::Error> {
     for (index, write) in writes.iter().enumerate() {
-        if let Err(e) = apply(tx, write, now)? {
+        if let Err(e) = apply(tx, points, write, now)? {
             let (pk, sk) = write.key();
             debug_assert!(e.is_conflict());
             return Ok(Err(StoreError::TransactionConflict { index, pk: pk.into(), sk: sk.into() }));
@@ -157,7 +243,12 @@ fn enqueued(writes: &[Write]) -> usize {
 /// A put checks its condition in the statement that writes (the writer's hot path: every alert
 /// puts three or four items), so the row is looked up once, not once to check and once to
 /// write; only when the condition fails is the live version read, for the error.
-fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), StoreError>, rusqlite::Error> {
+fn apply(
+    tx: &Transaction<'_>,
+    points: &Mutex<Points>,
+    write: &Write,
+    now: i64,
+) -> Result<Result<(), StoreError>, rusqlite::Error> {
     let (condition, held) = match write {
         Write::Enqueue { queue, message } => {
             let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -170,15 +261,30 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
             )?;
             return Ok(Ok(()));
         }
+        Write::Put { item, condition } if is_point(&item.pk) => {
+            (*condition, put_point(tx, &mut lock(points), item, *condition, now)?)
+        }
         Write::Put { item, condition } => (*condition, put(tx, item, *condition, now)?),
+        Write::Delete { pk, sk, condition } if is_point(pk) => {
+            let mut points = lock(points);
+            let row = points.find(tx, pk, sk)?;
+            let live = row.as_ref().filter(|r| r.is_live(now)).map(|r| r.item.version);
+            let holds = condition_holds(*condition, live);
+            if holds && let Some(row) = row {
+                points.delete(tx, row.id, pk, sk)?;
+            }
+            (*condition, holds)
+        }
         Write::Delete { pk, sk, condition } => {
-            let holds = condition_holds(*condition, live_version(tx, pk, sk, now)?);
+            let holds = condition_holds(*condition, live_version(tx, points, pk, sk, now)?);
             if holds {
                 tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?.execute(params![pk, sk])?;
             }
             (*condition, holds)
         }
-        Write::Check { pk, sk, condition } => (*condition, condition_holds(*condition, live_version(tx, pk, sk, now)?)),
+        Write::Check { pk, sk, condition } => {
+            (*condition, condition_holds(*condition, live_version(tx, points, pk, sk, now)?))
+        }
     };
     if held {
         return Ok(Ok(()));
@@ -188,7 +294,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, now: i64) -> Result<Result<(), Sto
         pk: pk.to_string(),
         sk: sk.to_string(),
         expected: condition,
-        found: found(live_version(tx, pk, sk, now)?),
+        found: found(live_version(tx, points, pk, sk, now)?),
     }))
 }
 
@@ -231,8 +337,39 @@ fn put(tx: &Transaction<'_>, item: &Item, condition: Condition, now: i64) -> rus
     Ok(changed == 1)
 }
 
+/// [`put`] in a point partition: the row is found through the index, changed in place, or
+/// appended.
+fn put_point(
+    tx: &Transaction<'_>,
+    points: &mut Points,
+    item: &Item,
+    condition: Condition,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let written = item.expires_at.map(|_| jiff::Timestamp::now().as_microsecond());
+    let row = points.find(tx, &item.pk, &item.sk)?;
+    let live = row.as_ref().filter(|r| r.is_live(now)).map(|r| r.item.version);
+    if !condition_holds(condition, live) {
+        return Ok(false);
+    }
+    match row {
+        Some(row) => Points::update(tx, row.id, item, written)?,
+        None => points.insert(tx, item, written)?,
+    }
+    Ok(true)
+}
+
 /// The version of the live item under the key, if there is one.
-fn live_version(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusqlite::Result<Option<u64>> {
+fn live_version(
+    tx: &rusqlite::Connection,
+    points: &Mutex<Points>,
+    pk: &str,
+    sk: &str,
+    now: i64,
+) -> rusqlite::Result<Option<u64>> {
+    if is_point(pk) {
+        return Ok(live_in(tx, points, pk, sk, now)?.map(|i| i.version));
+    }
     tx.prepare_cached(
         "SELECT version FROM items WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
     )?
@@ -245,14 +382,12 @@ fn live_version(tx: &rusqlite::Connection, pk: &str, sk: &str, now: i64) -> rusq
 impl Store for SqliteStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         check_key(pk, sk)?;
-        let (pk, sk, now) = (pk.to_string(), sk.to_string(), now_unix());
-        Ok(self.db.read(move |tx| live_item(tx, &pk, &sk, now)).await?)
+        self.read_keys(vec![(pk.to_string(), sk.to_string())], None, |mut items, _| items.pop().flatten()).await
     }
 
     async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>, StoreError> {
         check_batch_get(keys)?;
-        let (keys, now) = (keys.to_vec(), now_unix());
-        Ok(self.db.read(move |tx| keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect()).await?)
+        self.read_keys(keys.to_vec(), None, |items, _| items).await
     }
 
     fn enqueues(&self) -> bool {
@@ -267,15 +402,15 @@ impl Store for SqliteStore {
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
         let write = Write::Put { item, condition };
         check_write(&write)?;
-        let now = now_unix();
-        self.db.run(move |tx| apply(tx, &write, now)).await?
+        let (now, points) = (now_unix(), self.points.clone());
+        self.db.run(move |tx| apply(tx, &points, &write, now)).await?
     }
 
     async fn delete(&self, pk: &str, sk: &str, condition: Condition) -> Result<(), StoreError> {
         let write = Write::Delete { pk: pk.to_string(), sk: sk.to_string(), condition };
         check_write(&write)?;
-        let now = now_unix();
-        self.db.run(move |tx| apply(tx, &write, now)).await?
+        let (now, points) = (now_unix(), self.points.clone());
+        self.db.run(move |tx| apply(tx, &points, &write, now)).await?
     }
 
     async fn query_page(
@@ -298,21 +433,16 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Option<Item>>, Vec<Item>), StoreError> {
         check_batch_get(keys)?;
         check_key(query.pk, query.prefix)?;
-        let (keys, now) = (keys.to_vec(), now_unix());
-        let (pk, prefix, limit) = (query.pk.to_string(), query.prefix.to_string(), query.limit);
-        let read = self.db.read(move |tx| {
-            let items = keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect::<rusqlite::Result<_>>()?;
-            Ok((items, page(tx, &pk, &prefix, now, None, limit)?))
-        });
-        Ok(read.await?)
+        let query = (query.pk.to_string(), query.prefix.to_string(), query.limit);
+        self.read_keys(keys.to_vec(), Some(query), |items, page| (items, page)).await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes)?;
-        let now = now_unix();
+        let (now, points) = (now_unix(), self.points.clone());
         let queued = enqueued(&writes);
         // `Db::run_or_rollback` keeps the writes only when the closure returns Ok(Ok(..)).
-        let outcome = self.db.run_or_rollback(move |tx| apply_all(tx, &writes, now)).await?;
+        let outcome = self.db.run_or_rollback(move |tx| apply_all(tx, &points, &writes, now)).await?;
         if outcome.is_ok() {
             self.db.wake_receivers(queued);
         }
@@ -324,9 +454,10 @@ impl Store for SqliteStore {
     }
 
     async fn decide_and_write(&self, mut decide: Decide) -> Result<Box<dyn std::any::Any + Send>, StoreError> {
+        let points = self.points.clone();
         let outcome = self.db.run_or_rollback(move |tx| {
             let now = now_unix();
-            let Decided { writes, answer } = match decide(&TxReads { tx, now }) {
+            let Decided { writes, answer } = match decide(&TxReads { tx, points: &points, now }) {
                 Ok(decided) => decided,
                 Err(e) => return Ok(Err(e)),
             };
@@ -336,7 +467,7 @@ impl Store for SqliteStore {
             if let Err(e) = validate_transaction(&writes) {
                 return Ok(Err(e));
             }
-            Ok(apply_all(tx, &writes, now)?.map(|()| (answer, enqueued(&writes))))
+            Ok(apply_all(tx, &points, &writes, now)?.map(|()| (answer, enqueued(&writes))))
         });
         let (answer, queued) = outcome.await??;
         self.db.wake_receivers(queued);
@@ -346,9 +477,13 @@ impl Store for SqliteStore {
     async fn increment_by(&self, pk: &str, sk: &str, by: u64) -> Result<u64, StoreError> {
         check_key(pk, sk)?;
         let (pk, sk, by) = (pk.to_string(), sk.to_string(), by.max(1) as i64);
+        let points = self.points.clone();
         let n = self
             .db
             .run(move |tx| {
+                if is_point(&pk) {
+                    return increment_point(tx, &mut lock(&points), &pk, &sk, by);
+                }
                 tx.prepare_cached(
                     "INSERT INTO items (pk, sk, version, data, expires_at) VALUES (?1, ?2, ?3, '', NULL)
                      ON CONFLICT (pk, sk) DO UPDATE SET version = version + ?3
@@ -361,18 +496,37 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, max: usize) -> Result<usize, StoreError> {
-        let now = now_unix();
+        let (now, points) = (now_unix(), self.points.clone());
         let deleted = self
             .db
             .run(move |tx| {
-                tx.execute(
+                let items = tx.execute(
                     "DELETE FROM items WHERE (pk, sk) IN (
                          SELECT pk, sk FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
                     params![now, max as i64],
-                )
+                )?;
+                let rest = max.saturating_sub(items);
+                let point_rows = if rest > 0 { lock(&points).purge_expired(tx, now, rest)? } else { 0 };
+                Ok(items + point_rows)
             })
             .await?;
         Ok(deleted)
+    }
+}
+
+/// [`Store::increment_by`] in a point partition (as in `items`: an expired row counts on).
+fn increment_point(tx: &Transaction<'_>, points: &mut Points, pk: &str, sk: &str, by: i64) -> rusqlite::Result<i64> {
+    match points.find(tx, pk, sk)? {
+        Some(row) => {
+            let next = row.item.version as i64 + by;
+            let item = row.item.with_version(next as u64);
+            Points::update(tx, row.id, &item, None)?;
+            Ok(next)
+        }
+        None => {
+            points.insert(tx, &Item::new(pk, sk, "").with_version(by as u64), None)?;
+            Ok(by)
+        }
     }
 }
 
