@@ -37,6 +37,8 @@ mod write_back;
 mod writer;
 
 pub use page_cache::truncations as page_cache_truncations;
+#[cfg(test)]
+pub(crate) use wal_writes::fail_next_wal_write;
 
 use checkpoint::{CHECKPOINT_EVERY, RESTART_AT, checkpoint_loop};
 use rusqlite::{Connection, Transaction};

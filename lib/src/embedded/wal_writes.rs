@@ -457,6 +457,13 @@ unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c
     }
 }
 
+/// Makes the next WAL write on this thread fail (for tests of a commit that fails: run it in a
+/// writer job, and that job's group does not commit).
+#[cfg(test)]
+pub(crate) fn fail_next_wal_write() {
+    tests::FAIL_HAND_ON.with(|f| f.set(true));
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::open_connection;

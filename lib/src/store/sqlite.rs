@@ -684,6 +684,146 @@ mod tests {
         assert_eq!(store.get("taken", "n").await.unwrap().unwrap().data, "x");
     }
 
+    /// The data of (pk, "open") in every row of `point_items`, read from the table itself.
+    async fn point_rows(db: &Db) -> Vec<(String, String)> {
+        db.read(|tx| {
+            tx.prepare("SELECT pk, data FROM point_items ORDER BY pk")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// What `store` answers for each of `keys`, as (pk, data) of the live ones.
+    async fn found(store: &SqliteStore, keys: &[String]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for pk in keys {
+            if let Some(item) = store.get(pk, "open").await.unwrap() {
+                out.push((item.pk, item.data));
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_point_index_follows_concurrent_transactions_that_fail_and_is_rebuilt_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, store) = store_in(&dir);
+        let keys: Vec<String> = (0..16).map(|k| format!("open#k{k:02}")).collect();
+        // Each transaction creates one key and deletes another; every third also deletes a key
+        // under a version nobody has, so it fails, and the group holding it runs again with a
+        // savepoint per job: the index must drop exactly what the failed jobs added and removed.
+        let calls: Vec<_> = (0..600)
+            .map(|i| {
+                let store = store.clone();
+                let (a, b) = (format!("open#k{:02}", i % 16), format!("open#k{:02}", (i * 7 + 3) % 16));
+                tokio::spawn(async move {
+                    let mut writes = vec![
+                        Write::Put { item: Item::new(&a, "open", format!("v{i}")), condition: Condition::Absent },
+                        Write::Delete { pk: b, sk: "open".into(), condition: Condition::None },
+                    ];
+                    if i % 3 == 0 {
+                        let c = format!("open#never{i}");
+                        writes.push(Write::Delete { pk: c, sk: "open".into(), condition: Condition::Version(99) });
+                    }
+                    store.transact(writes).await
+                })
+            })
+            .collect();
+        let mut outcomes = (0, 0);
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(()) => outcomes.0 += 1,
+                Err(e) => {
+                    assert!(e.is_conflict(), "{e}");
+                    outcomes.1 += 1;
+                }
+            }
+        }
+        assert!(outcomes.0 > 0 && outcomes.1 >= 200, "both kinds ran: {outcomes:?}");
+        let table = point_rows(&db).await;
+        assert!(!table.is_empty());
+        assert_eq!(found(&store, &keys).await, table, "the index finds exactly the rows in the table");
+        assert_eq!(lock(&store.points).len(), table.len(), "nothing a failed job added is left indexed");
+        // A second handle on the file rebuilds its index from the table: the same answers.
+        let reopened = SqliteStore::new(Db::open_in(dir.path()).unwrap()).unwrap();
+        assert_eq!(found(&reopened, &keys).await, table);
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_takes_its_index_entries_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, store) = store_in(&dir);
+        store.put(Item::new("open#before", "open", "1"), Condition::Absent).await.unwrap();
+        // The decision runs on the writer: the WAL write of its group's commit fails there.
+        let failing: Decide = Box::new(|_: &dyn ReadNow| {
+            crate::embedded::fail_next_wal_write();
+            let writes = vec![
+                Write::Put { item: Item::new("open#lost", "open", "2"), condition: Condition::Absent },
+                Write::Delete { pk: "open#before".into(), sk: "open".into(), condition: Condition::None },
+            ];
+            Ok(Decided { writes, answer: Box::new(0u64) })
+        });
+        let err = decide(&store, failing).await.unwrap_err();
+        assert!(err.to_string().contains("could not be committed"), "{err}");
+        assert_eq!(store.get("open#lost", "open").await.unwrap(), None);
+        assert_eq!(store.get("open#before", "open").await.unwrap().unwrap().data, "1", "the delete was undone");
+        assert_eq!(lock(&store.points).len(), 1);
+        // The key that was not written can be written now, once.
+        store.put(Item::new("open#lost", "open", "3"), Condition::Absent).await.unwrap();
+        assert!(store.put(Item::new("open#lost", "open", "4"), Condition::Absent).await.is_err());
+        assert_eq!(point_rows(&db).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn another_process_writing_the_file_is_seen_by_the_next_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, ours) = store_in(&dir);
+        let theirs = SqliteStore::new(Db::open_in(dir.path()).unwrap()).unwrap();
+        ours.put(Item::new("open#x", "open", "ours"), Condition::Absent).await.unwrap();
+        assert_eq!(theirs.get("open#x", "open").await.unwrap().unwrap().data, "ours");
+        theirs.delete("open#x", "open", Condition::None).await.unwrap();
+        assert_eq!(ours.get("open#x", "open").await.unwrap(), None, "a row deleted elsewhere is not found");
+        theirs.put(Item::new("open#x", "open", "theirs"), Condition::Absent).await.unwrap();
+        assert!(
+            ours.put(Item::new("open#x", "open", "again"), Condition::Absent).await.unwrap_err().is_conflict(),
+            "a row added elsewhere holds its key here too"
+        );
+        assert_eq!(ours.get("open#x", "open").await.unwrap().unwrap().data, "theirs");
+    }
+
+    #[tokio::test]
+    async fn an_older_files_open_alert_entries_are_moved_to_their_table_and_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        // A file from before point partitions: the entries in `items`.
+        db.execute_batch(
+            "CREATE TABLE items (pk TEXT NOT NULL, sk TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+                 expires_at INTEGER, written INTEGER, PRIMARY KEY (pk, sk)) WITHOUT ROWID;
+             INSERT INTO items VALUES ('open#freezer#dev1:alert', 'open', 3, 'ALR-1', NULL, NULL);
+             INSERT INTO items VALUES ('open#freezer#dev1:alert', 'seen#ab', 1, 'created|ALR-1|open|high|1|0|', 4000000000, 7);
+             INSERT INTO items VALUES ('open$', 'x', 1, 'not a point partition', NULL, NULL);
+             INSERT INTO items VALUES ('alert#ALR-1', 'alert', 1, '{}', NULL, NULL);",
+        )
+        .unwrap();
+        let store = SqliteStore::new(db.clone()).unwrap();
+        let open = store.get("open#freezer#dev1:alert", "open").await.unwrap().unwrap();
+        assert_eq!((open.version, open.data.as_str()), (3, "ALR-1"));
+        let seen = store.get("open#freezer#dev1:alert", "seen#ab").await.unwrap().unwrap();
+        assert_eq!(seen.expires_at, Some(4_000_000_000));
+        let left: Vec<String> = db
+            .read(|tx| tx.prepare("SELECT pk FROM items ORDER BY pk")?.query_map([], |r| r.get(0))?.collect())
+            .await
+            .unwrap();
+        assert_eq!(left, ["alert#ALR-1", "open$"], "only the point partitions moved");
+        assert_eq!(point_rows(&db).await.len(), 2);
+        // Opened again: nothing moves twice, and the index is rebuilt from the table.
+        let again = SqliteStore::new(Db::open_in(dir.path()).unwrap()).unwrap();
+        assert_eq!(again.get("open#freezer#dev1:alert", "open").await.unwrap().unwrap().data, "ALR-1");
+        assert_eq!(point_rows(&db).await.len(), 2);
+    }
+
     #[tokio::test]
     async fn the_puts_are_compiled_once_whatever_is_bound() {
         let dir = tempfile::tempdir().unwrap();
