@@ -15,6 +15,10 @@
 //! dropped whenever another connection committed, so a read that a write will follow is better
 //! made in the writer's job itself (`Store::decide_and_write`), where the cache stays warm.
 //!
+//! **State beside the transaction.** An adapter may keep in memory what mirrors rows of the
+//! file (the store's index of its point partitions); the writer keeps such state in step with
+//! its transactions, undoing with a job or group rolled back what it changed ([`tx_state`]).
+//!
 //! **The WAL.** A commit's pages go to the WAL file in one write ([`wal_writes`], a thin VFS
 //! over SQLite's own), and a checkpointer thread copies them into the database file beside the
 //! writer, starting their write-back as it goes ([`write_back`]), and starts the WAL over when

@@ -23,8 +23,9 @@
 //! of the writer's next transaction: SQLite's `data_version` tells that another connection
 //! committed, and the rows it added are read by id (ids only grow: `AUTOINCREMENT`).
 //!
-//! **Memory**: about 30 bytes per item held (2.4 million items, a million open alerts and their
-//! delivery records, take about 70 MB).
+//! **Memory**: a map entry is 16 bytes in a table kept at most 7/8 full and grown by doubling;
+//! measured, a server on a file of 1.05 million open alerts from as many devices (2.1 million
+//! entries with their delivery records) started 1.5 s later and 142 MB larger than before.
 
 use crate::embedded::tx_state::TxState;
 use crate::store::{Item, POINT_PARTITION_PREFIX};
@@ -213,17 +214,7 @@ impl Points {
         let mut stmt =
             conn.prepare_cached("SELECT pk, sk, version, data, expires_at FROM point_items WHERE id = ?1")?;
         for id in self.candidates((self.key_hash)(pk, sk)) {
-            let item = stmt
-                .query_row(params![id], |r| {
-                    Ok(Item {
-                        pk: r.get(0)?,
-                        sk: r.get(1)?,
-                        version: r.get::<_, i64>(2)? as u64,
-                        data: r.get(3)?,
-                        expires_at: r.get(4)?,
-                    })
-                })
-                .optional()?;
+            let item = stmt.query_row(params![id], super::row_to_item).optional()?;
             if let Some(item) = item.filter(|i| i.pk == pk && i.sk == sk) {
                 return Ok(Some(Row { id: *id, item }));
             }
