@@ -363,6 +363,34 @@ mod tests {
     use super::*;
     use rusqlite::params;
 
+    /// A state whose `begin` fails the first time.
+    struct BeginFailsOnce(bool);
+
+    impl tx_state::TxState for BeginFailsOnce {
+        fn begin(&mut self, _: &Connection) -> rusqlite::Result<()> {
+            if std::mem::replace(&mut self.0, true) { Ok(()) } else { Err(rusqlite::Error::InvalidQuery) }
+        }
+        fn mark(&self) -> usize {
+            0
+        }
+        fn undo_to(&mut self, _: usize) {}
+        fn end(&mut self, _: bool) {}
+    }
+
+    #[tokio::test]
+    async fn a_state_that_cannot_begin_fails_its_group_with_nothing_written_and_the_next_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        db.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let _state = db.tx_state(|| BeginFailsOnce(false));
+        let err = db.run(|tx| tx.execute("INSERT INTO t VALUES (1)", [])).await.unwrap_err();
+        assert!(matches!(err, DbError::Commit(_)), "the caller is told to retry: {err}");
+        db.run(|tx| tx.execute("INSERT INTO t VALUES (2)", [])).await.unwrap();
+        let rows: Vec<i64> =
+            db.read(|c| c.prepare("SELECT k FROM t")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
+        assert_eq!(rows, [2], "the refused job wrote nothing");
+    }
+
     #[tokio::test]
     async fn committed_pages_reach_the_database_file_before_the_wal_is_full() {
         let dir = tempfile::tempdir().unwrap();

@@ -111,36 +111,33 @@ impl SqliteStore {
         query: Option<(String, String, usize)>,
         done: fn(Vec<Option<Item>>, Vec<Item>) -> T,
     ) -> Result<T, StoreError> {
-        let now = now_unix();
-        if keys.iter().any(|(pk, _)| is_point(pk)) {
-            let points = self.points.clone();
-            return Ok(self
-                .db
-                .run(move |tx| {
-                    let items = keys
-                        .iter()
-                        .map(|(pk, sk)| live_in(tx, &points, pk, sk, now))
-                        .collect::<rusqlite::Result<_>>()?;
-                    let page = match &query {
-                        Some((pk, prefix, limit)) => page(tx, pk, prefix, now, None, *limit)?,
-                        None => Vec::new(),
-                    };
-                    Ok(done(items, page))
-                })
-                .await?);
+        let keys_in_points = keys.iter().any(|(pk, _)| is_point(pk));
+        let (now, points) = (now_unix(), self.points.clone());
+        let read = move |tx: &rusqlite::Connection| {
+            keys_and_page(tx, &points, &keys, query.as_ref(), now).map(|(items, page)| done(items, page))
+        };
+        // The index is only ever used on the writer: a read without point keys goes elsewhere.
+        if keys_in_points {
+            return Ok(self.db.run(move |tx: &Transaction<'_>| read(tx)).await?);
         }
-        Ok(self
-            .db
-            .read(move |tx| {
-                let items = keys.iter().map(|(pk, sk)| live_item(tx, pk, sk, now)).collect::<rusqlite::Result<_>>()?;
-                let page = match &query {
-                    Some((pk, prefix, limit)) => page(tx, pk, prefix, now, None, *limit)?,
-                    None => Vec::new(),
-                };
-                Ok(done(items, page))
-            })
-            .await?)
+        Ok(self.db.read(read).await?)
     }
+}
+
+/// The live items under `keys` and the first page of `query`, in one transaction.
+fn keys_and_page(
+    tx: &rusqlite::Connection,
+    points: &Mutex<Points>,
+    keys: &[(String, String)],
+    query: Option<&(String, String, usize)>,
+    now: i64,
+) -> rusqlite::Result<(Vec<Option<Item>>, Vec<Item>)> {
+    let items = keys.iter().map(|(pk, sk)| live_in(tx, points, pk, sk, now)).collect::<rusqlite::Result<_>>()?;
+    let page = match query {
+        Some((pk, prefix, limit)) => page(tx, pk, prefix, now, None, *limit)?,
+        None => Vec::new(),
+    };
+    Ok((items, page))
 }
 
 /// The live item under the key, on the writer (a point partition's is found through the index).
@@ -268,8 +265,7 @@ fn apply(
         Write::Delete { pk, sk, condition } if is_point(pk) => {
             let mut points = lock(points);
             let row = points.find(tx, pk, sk)?;
-            let live = row.as_ref().filter(|r| r.is_live(now)).map(|r| r.item.version);
-            let holds = condition_holds(*condition, live);
+            let holds = condition_holds(*condition, row.as_ref().and_then(|r| r.live_version(now)));
             if holds && let Some(row) = row {
                 points.delete(tx, row.id, pk, sk)?;
             }
@@ -348,8 +344,7 @@ fn put_point(
 ) -> rusqlite::Result<bool> {
     let written = item.expires_at.map(|_| jiff::Timestamp::now().as_microsecond());
     let row = points.find(tx, &item.pk, &item.sk)?;
-    let live = row.as_ref().filter(|r| r.is_live(now)).map(|r| r.item.version);
-    if !condition_holds(condition, live) {
+    if !condition_holds(condition, row.as_ref().and_then(|r| r.live_version(now))) {
         return Ok(false);
     }
     match row {

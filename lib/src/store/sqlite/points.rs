@@ -69,6 +69,11 @@ impl Row {
     pub fn is_live(&self, now: i64) -> bool {
         !self.item.is_expired(now)
     }
+
+    /// The item's version, if it is live at `now` (what a condition is checked against).
+    pub fn live_version(&self, now: i64) -> Option<u64> {
+        self.is_live(now).then_some(self.item.version)
+    }
 }
 
 /// The key a hash is taken of: the hash itself.
