@@ -4,6 +4,7 @@
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::embedded::{Db, DbError};
 use crate::ingest::apply::Intake;
+use crate::ingest::pace::Pace;
 use crate::mattermost::Mattermost;
 use crate::notify::Notifier;
 use crate::notify::outbox::Outbox;
@@ -258,14 +259,16 @@ impl AppState {
         let redrive = |dlq: &str| Some(Redrive { dead_letter_queue: dlq.to_string(), max_receives: MAX_RECEIVES });
         let notify = SqliteQueue::open(db.clone(), NOTIFY_QUEUE, QueueKind::Fifo, redrive("notify-dlq"))?;
         let timer = SqliteQueue::open(db.clone(), TIMER_QUEUE, QueueKind::Standard, redrive("timers-dlq"))?;
+        let pace = Pace::by(notify.backlog());
         Ok(AppState {
             config: Arc::new(config),
             store: Arc::new(SqliteStore::new(db.clone())?),
             notify_queue: Arc::new(notify),
             timer_queue: Arc::new(timer),
             storage: StorageDescription::Embedded { path: db.path().to_path_buf() },
-            // One process owns the file: numbers one at a time when quiet, so no gaps.
-            intake_shared: Arc::new(crate::ingest::apply::Shared::new(1)),
+            // One process owns the file: numbers one at a time when quiet, so no gaps. Its
+            // notifier shares the machine: intake yields to it when it falls behind.
+            intake_shared: Arc::new(crate::ingest::apply::Shared::new(1).paced(pace)),
             mattermost_client: Arc::default(),
             app_token: Arc::default(),
         })

@@ -867,6 +867,36 @@ async fn particle_alert(state: klaxon::app::AppState, body: String) -> (StatusCo
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// In `klaxon serve`, intake yields to a notifier that falls behind (the oldest job it picks up
+/// waited over a second, and it is finishing jobs): a request waits a little first, and is
+/// accepted. Once the notifier keeps up, nothing waits.
+#[tokio::test]
+async fn intake_yields_to_a_notifier_that_falls_behind() {
+    let app = klaxon_tests::embedded_app(CONFIG).await.unwrap();
+    let alert = |i: usize| format!("event=ALERT&coreid=dev{i}&published_at=t&PARTICLE_EVENT_ID=behind-{i}");
+    let pace = app.state.intake_shared.pace().clone();
+    for i in 1..=2 {
+        assert_eq!(particle_alert(app.state.clone(), alert(i)).await.0, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let one = ReceiveOptions::new(1, Duration::from_secs(30));
+    let queue = &app.state.notify_queue;
+    let first = queue.receive(one).await.unwrap();
+    queue.delete_batch(&[first[0].receipt.clone()]).await.unwrap();
+    let second = queue.receive(one).await.unwrap();
+    assert_eq!(second.len(), 1, "the second alert's job, 1.2 s old");
+    assert_eq!(pace.paced(), 0);
+    let (status, json) = particle_alert(app.state.clone(), alert(3)).await;
+    assert_eq!((status, json["alert_id"].as_str()), (StatusCode::OK, Some("ALR-3")), "{json}");
+    assert_eq!(pace.paced(), 1, "the request waited for the notifier");
+
+    queue.delete_batch(&[second[0].receipt.clone()]).await.unwrap();
+    while !queue.receive(ReceiveOptions::new(10, Duration::from_secs(30))).await.unwrap().is_empty() {}
+    let (status, json) = particle_alert(app.state.clone(), alert(4)).await;
+    assert_eq!((status, json["alert_id"].as_str()), (StatusCode::OK, Some("ALR-4")), "{json}");
+    assert_eq!(pace.paced(), 1, "the notifier keeps up: nothing waited");
+}
+
 /// The counter is one atomic increment: no request waits for another's number, none fails, and
 /// no number is skipped.
 async fn two_hundred_simultaneous_new_alerts_all_succeed_with_distinct_ids(app: TestApp) {

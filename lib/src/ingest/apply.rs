@@ -4,6 +4,7 @@
 //! and a failed write leaves nothing behind.
 
 use super::coalesce::Pending;
+use super::pace::Pace;
 use super::serial::KeyLocks;
 use super::{AlertEvent, EventKind, delivery};
 use crate::backoff::Backoff;
@@ -225,21 +226,33 @@ pub struct Intake {
 }
 
 /// What every request of one process shares: the per-alert serialisation, the requests waiting
-/// to be applied together, and this process's block of alert numbers.
+/// to be applied together, this process's block of alert numbers, and what intake yields to.
 pub struct Shared {
     locks: KeyLocks,
     pub(super) pending: Pending,
     numbers: NumberBlocks,
+    pub(super) pace: Pace,
 }
 
 impl Shared {
-    /// `min_number_block`: see [`NumberBlocks`] (1 for the embedded store).
+    /// `min_number_block`: see [`NumberBlocks`] (1 for the embedded store). Never paced.
     pub fn new(min_number_block: u64) -> Self {
         Shared {
             locks: KeyLocks::default(),
             pending: Pending::default(),
             numbers: NumberBlocks::new("alert", min_number_block),
+            pace: Pace::never(),
         }
+    }
+
+    /// Intake that yields to a notifier that falls behind (see [`super::pace`]).
+    pub fn paced(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 }
 

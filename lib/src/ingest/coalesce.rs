@@ -108,6 +108,7 @@ impl Intake {
     /// lost, DynamoDB's `TransactionConflict`) is retried after a jittered pause, so contention
     /// never reaches the caller as an error unless it lasts through every attempt.
     pub async fn apply(&self, event: &AlertEvent) -> Result<IntakeResult, IntakeError> {
+        self.shared.pace.wait().await;
         let event = event.clone().bounded();
         let key = key_of(&event);
         let (reply, answer) = oneshot::channel();

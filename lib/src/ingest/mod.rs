@@ -5,6 +5,7 @@ pub mod apply;
 pub mod coalesce;
 mod delivery;
 pub mod mattermost;
+pub mod pace;
 pub mod particle;
 pub mod serial;
 pub mod template;

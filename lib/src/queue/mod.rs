@@ -11,6 +11,7 @@
 //! In a FIFO queue, a group with a message in flight delivers nothing else until that message is
 //! deleted or becomes visible again.
 
+pub mod backlog;
 pub mod sqlite;
 pub mod sqs;
 

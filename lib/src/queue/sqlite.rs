@@ -1,6 +1,7 @@
 //! The embedded queue: SQLite tables with SQS semantics (FIFO groups and deduplication,
 //! per-message delay, visibility timeout, receive counts, dead-lettering).
 
+use super::backlog::Backlog;
 use super::{
     DEDUP_WINDOW, MAX_VISIBILITY, OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage,
     validate_receive, validate_send,
@@ -83,8 +84,7 @@ struct Clogged {
 impl Clogged {
     /// Milliseconds since this process first asked.
     fn now() -> i64 {
-        static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
-        ms(START.elapsed())
+        super::backlog::mono_ms()
     }
 
     /// Until when to leave a clogged queue alone after a walk that began at `started`.
@@ -249,6 +249,8 @@ pub struct SqliteQueue {
     redrive: Option<Redrive>,
     /// Shared by the clones of this queue (every notifier loop).
     clogged: Arc<Clogged>,
+    /// How far behind this queue's consumers are (shared by the clones too).
+    backlog: Arc<Backlog>,
 }
 
 impl From<DbError> for QueueError {
@@ -274,7 +276,13 @@ impl SqliteQueue {
         redrive: Option<Redrive>,
     ) -> Result<Self, QueueError> {
         create_tables(&db)?;
-        Ok(SqliteQueue { db, name: name.into(), kind, redrive, clogged: Arc::default() })
+        Ok(SqliteQueue { db, name: name.into(), kind, redrive, clogged: Arc::default(), backlog: Arc::default() })
+    }
+
+    /// How far behind this queue's consumers are: set by every receive of a FIFO queue (the age
+    /// of the oldest never received message it hands out) and every deletion.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     pub fn name(&self) -> &str {
@@ -301,6 +309,11 @@ impl SqliteQueue {
             QueueKind::Fifo => self.pick_fifo(tx, options.max, now)?,
             QueueKind::Standard => self.pick_standard(tx, options.max, now)?,
         };
+        if self.kind == QueueKind::Fifo {
+            // A FIFO message is visible from when it was sent (FIFO queues take no delay).
+            let oldest = picked.iter().filter_map(|p| p.sent_at).min();
+            self.backlog.received(oldest.map(|sent| Duration::from_millis(now.saturating_sub(sent).unsigned_abs())));
+        }
         if let Some(r) = &self.redrive {
             let mut moved = tx.prepare_cached(
                 "UPDATE queue_messages SET queue = ?1, receive_count = 0, receipt = NULL WHERE seq = ?2",
@@ -315,7 +328,7 @@ impl SqliteQueue {
             "UPDATE queue_messages SET receipt = ?1, visible_at = ?2, receive_count = receive_count + 1 WHERE seq = ?3",
         )?;
         let mut body_of = tx.prepare_cached(BODY)?;
-        for Picked { seq, group_id, receive_count } in picked {
+        for Picked { seq, group_id, receive_count, .. } in picked {
             let receipt = receipt_for(seq);
             mark.execute(params![receipt, visible_at, seq])?;
             let body: String = body_of.query_row(params![seq], |r| r.get(0))?;
@@ -385,7 +398,7 @@ impl SqliteQueue {
                 // Not `free` yet: a later message of this group may still be held (pushed back
                 // for longer), and the walk below must check for it.
                 leaving.insert(seq);
-                picked.push(Picked { seq, group_id: Some(group), receive_count });
+                picked.push(Picked { seq, group_id: Some(group), receive_count, sent_at: None });
             }
         }
         if !dead.is_empty() {
@@ -415,7 +428,12 @@ impl SqliteQueue {
                     if !free.contains(group) {
                         free.insert(group.to_string());
                     }
-                    picked.push(Picked { seq, group_id: Some(group.to_string()), receive_count: 0 });
+                    picked.push(Picked {
+                        seq,
+                        group_id: Some(group.to_string()),
+                        receive_count: 0,
+                        sent_at: Some(visible_at),
+                    });
                     if picked.len() >= max {
                         return Ok(false);
                     }
@@ -460,7 +478,7 @@ impl SqliteQueue {
             if self.is_dead(receive_count) {
                 dead.push(seq);
             } else {
-                picked.push(Picked { seq, group_id: None, receive_count });
+                picked.push(Picked { seq, group_id: None, receive_count, sent_at: None });
                 if picked.len() >= max {
                     break;
                 }
@@ -479,6 +497,8 @@ struct Picked {
     group_id: Option<String>,
     /// Before this receive.
     receive_count: i64,
+    /// When a never received FIFO message was sent (its first `visible_at`), in milliseconds.
+    sent_at: Option<i64>,
 }
 
 #[async_trait]
@@ -561,6 +581,7 @@ impl Queue for SqliteQueue {
             .await?;
         // A job done may free the next one of its group: a clogged queue is walked again.
         self.clogged.walk_from.store(0, Ordering::Relaxed);
+        self.backlog.finished();
         Ok(())
     }
 
@@ -573,6 +594,7 @@ impl Queue for SqliteQueue {
                 kind: self.kind,
                 redrive: None,
                 clogged: Arc::default(),
+                backlog: Arc::default(),
             }) as Arc<dyn Queue>
         }))
     }
@@ -596,6 +618,31 @@ impl Queue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn receives_measure_how_long_the_oldest_new_message_waited_and_deletions_that_work_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_in(dir.path()).unwrap();
+        let q = SqliteQueue::open(db, "f", QueueKind::Fifo, None).unwrap();
+        let backlog = q.backlog();
+        q.send(OutgoingMessage::fifo("a", "ga", "a")).await.unwrap();
+        q.send(OutgoingMessage::fifo("b", "gb", "b")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let options = ReceiveOptions::new(1, Duration::from_secs(30));
+        let a = q.receive(options).await.unwrap();
+        assert_eq!(backlog.behind(), None, "received, but nothing finished yet");
+        q.delete_batch(&[a[0].receipt.clone()]).await.unwrap();
+        let lag = backlog.behind().expect("received and finished just now: a lag");
+        assert!(lag >= Duration::from_millis(300), "a waited at least 300 ms: {lag:?}");
+        // A message received again (its time ran out) is no measure of new work waiting.
+        let b = q.receive(options).await.unwrap();
+        assert_eq!(b[0].body, "b");
+        q.change_visibility(&b[0].receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(q.receive(options).await.unwrap()[0].body, "b");
+        assert_eq!(backlog.behind(), None, "nothing new was handed out");
+        assert!(q.receive(options).await.unwrap().is_empty());
+        assert_eq!(backlog.behind(), None, "an empty receive: keeping up");
+    }
 
     #[tokio::test]
     async fn the_receive_walks_are_compiled_once_whatever_is_bound() {
