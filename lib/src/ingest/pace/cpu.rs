@@ -38,6 +38,8 @@ pub fn saturated_between(before: (u64, u64), after: (u64, u64)) -> Option<bool> 
 pub struct Cpu {
     /// Answers without reading: a machine without `/proc/stat`, or a test.
     fixed: Option<bool>,
+    /// `/proc/stat`, or a test's stand-in.
+    stat: std::path::PathBuf,
     last: Mutex<Option<(Instant, (u64, u64))>>,
     verdict: AtomicBool,
 }
@@ -51,12 +53,17 @@ impl Default for Cpu {
 impl Cpu {
     /// The machine this process runs on.
     pub fn machine() -> Cpu {
-        Cpu { fixed: None, last: Mutex::new(None), verdict: AtomicBool::new(true) }
+        Cpu { fixed: None, stat: "/proc/stat".into(), last: Mutex::new(None), verdict: AtomicBool::new(true) }
     }
 
     /// Always says `saturated` (for a machine whose CPU times cannot be read, and tests).
     pub fn assumed(saturated: bool) -> Cpu {
-        Cpu { fixed: Some(saturated), last: Mutex::new(None), verdict: AtomicBool::new(saturated) }
+        Cpu {
+            fixed: Some(saturated),
+            stat: "/proc/stat".into(),
+            last: Mutex::new(None),
+            verdict: AtomicBool::new(saturated),
+        }
     }
 
     /// Whether the CPUs have been nearly all busy lately. Where `/proc/stat` cannot be read
@@ -71,7 +78,7 @@ impl Cpu {
         if last.is_some_and(|(at, _)| now.duration_since(at) < SAMPLE_EVERY) {
             return self.verdict.load(Ordering::Relaxed);
         }
-        let Some(sample) = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(times) else {
+        let Some(sample) = std::fs::read_to_string(&self.stat).ok().as_deref().and_then(times) else {
             self.verdict.store(true, Ordering::Relaxed);
             return true;
         };
@@ -106,6 +113,24 @@ mod tests {
         assert_eq!(saturated_between((0, 0), (89, 100)), Some(false));
         assert_eq!(saturated_between((500, 1000), (700, 1200)), Some(true));
         assert_eq!(saturated_between((500, 1000), (500, 1000)), None, "no time passed");
+    }
+
+    #[test]
+    fn the_verdict_follows_the_times_read_and_an_unreadable_file_means_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stat");
+        let cpu = Cpu { stat: path.clone(), ..Cpu::machine() };
+        assert!(cpu.saturated(), "no file: taken as busy");
+        let next = |stat: &str| {
+            std::fs::write(&path, stat).unwrap();
+            std::thread::sleep(SAMPLE_EVERY + Duration::from_millis(20));
+            cpu.saturated()
+        };
+        assert!(next("cpu  10 0 0 90 0 0 0 0 0 0\n"), "the first read has no baseline: busy");
+        assert!(!next("cpu  15 0 0 185 0 0 0 0 0 0\n"), "5 of 100 ticks busy");
+        assert!(next("cpu  110 0 0 190 0 0 0 0 0 0\n"), "95 of 100 ticks busy");
+        std::fs::write(&path, "cpu  110 0 0 290 0 0 0 0 0 0\n").unwrap();
+        assert!(cpu.saturated(), "read again within 100 ms: the last verdict, not this file's");
     }
 
     #[test]
