@@ -19,9 +19,11 @@ const VISIBILITY: Duration = Duration::from_secs(30);
 /// waits for a few commits of the shared database; with 4 loops a 30 s storm of new alerts
 /// (6,600/s) left its last card 40 s behind. With 16 the cards kept up until intake got faster
 /// (WAL writes gathered, the restart's sync beside the writer): then a 60 s storm's last card
-/// came 8.5-10 s after its end. With 32 it comes within a second, and the storm's intake slows
-/// to what the notifier can post (~4,000/s here, the same cards per second): an alert accepted
-/// is on its card a second later, not ten. Without Mattermost 32 loops cost about 2 % of intake.
+/// came 8.5-10 s after its end. With 32 it came within a second on a slow hour, and 9-23 s after
+/// on a fast one, where intake took the CPU the loops needed; more loops did not help (96: no
+/// more cards a second). What keeps the cards in pace now is intake yielding to a notifier that
+/// falls behind (`ingest::pace`): 0.9-1.4 s after a 60 s storm's end on a fast hour. Without
+/// Mattermost 32 loops cost about 2 % of intake.
 const NOTIFY_LOOPS: usize = 32;
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Jobs younger than this are left to the request that wrote them.

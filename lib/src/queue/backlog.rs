@@ -6,19 +6,13 @@
 //! transaction rolled back leaves a measurement that was true a moment ago), and costs two
 //! atomic stores per receive.
 
+use super::mono_ms;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// A measurement older than this says nothing about now: the consumers stopped receiving
 /// (every notifier loop waiting for a Mattermost that does not answer, say).
 pub const FRESH: Duration = Duration::from_secs(1);
-
-/// Milliseconds since this process first asked: a monotonic clock, so that the wall clock's
-/// steps cannot stretch or shrink an interval.
-pub(crate) fn mono_ms() -> i64 {
-    static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
-    i64::try_from(START.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Never set: the times below start here, so that "never" is older than any [`FRESH`].
 const NEVER: i64 = i64::MIN / 2;

@@ -153,6 +153,13 @@ pub trait Queue: Send + Sync {
     async fn dead_letter_queue(&self) -> Result<Option<std::sync::Arc<dyn Queue>>, QueueError>;
 }
 
+/// Milliseconds since this process first asked: a monotonic clock for the embedded queue's
+/// pauses and gauges, so that the wall clock's steps cannot stretch or shrink an interval.
+pub(crate) fn mono_ms() -> i64 {
+    static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+    i64::try_from(START.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// SQS's limit for a visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 

@@ -2,6 +2,7 @@
 //! per-message delay, visibility timeout, receive counts, dead-lettering).
 
 use super::backlog::Backlog;
+use super::mono_ms;
 use super::{
     DEDUP_WINDOW, MAX_VISIBILITY, OutgoingMessage, Queue, QueueError, QueueKind, ReceiveOptions, ReceivedMessage,
     validate_receive, validate_send,
@@ -70,7 +71,7 @@ const CLOGGED_WALK_EVERY: Duration = Duration::from_secs(1);
 /// notifier loops receiving every 200 ms would otherwise keep the writer busy with them.
 const CLOGGED_WALK_SHARE: u32 = 20;
 
-/// When a clogged queue is walked again (see [`CLOGGED_WALK_EVERY`]), in [`Clogged::now`]'s
+/// When a clogged queue is walked again (see [`CLOGGED_WALK_EVERY`]), in [`mono_ms`]'s
 /// milliseconds: a monotonic clock, so that the wall clock's steps cannot stretch a pause.
 #[derive(Default)]
 struct Clogged {
@@ -82,20 +83,15 @@ struct Clogged {
 }
 
 impl Clogged {
-    /// Milliseconds since this process first asked.
-    fn now() -> i64 {
-        super::backlog::mono_ms()
-    }
-
     /// Until when to leave a clogged queue alone after a walk that began at `started`.
     fn pause(started: std::time::Instant) -> i64 {
         let pause = ms(started.elapsed().saturating_mul(CLOGGED_WALK_SHARE)).max(ms(CLOGGED_WALK_EVERY));
-        Clogged::now().saturating_add(pause)
+        mono_ms().saturating_add(pause)
     }
 
     /// Whether `moment` (`walk_from` or `deep_from`) has come.
     fn due(moment: &AtomicI64) -> bool {
-        Clogged::now() >= moment.load(Ordering::Relaxed)
+        mono_ms() >= moment.load(Ordering::Relaxed)
     }
 }
 
